@@ -1,0 +1,57 @@
+"""Shared fixtures: synthetic clips from ffmpeg's lavfi sources, the sample media folder, a cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "samples"
+
+# Tiny models and label embeddings are cached between test sessions (CI starts with none).
+os.environ.setdefault("VIDEO2DREAM_CACHE", str(ROOT / ".test-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def ffmpeg() -> str:
+    from video2dream.media import ffmpeg_path
+
+    return ffmpeg_path()
+
+
+def make_clip(path: Path, *inputs: str, args: tuple[str, ...] = ()) -> Path:
+    """ffmpeg -f lavfi inputs -> path; e.g. make_clip(p, 'testsrc2=size=320x240:rate=25:duration=3')."""
+    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y"]
+    for source in inputs:
+        cmd += ["-f", "lavfi", "-i", source]
+    cmd += list(args) + [str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def av_clip(clip_dir: Path) -> Path:
+    """3.5 s, 320x240 at 25 fps, with a 440 Hz tone: the everyday test clip."""
+    return make_clip(
+        clip_dir / "av.mp4",
+        "testsrc2=size=320x240:rate=25:duration=3.5",
+        "sine=frequency=440:sample_rate=44100:duration=3.5",
+        args=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"),
+    )
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    if not SAMPLES.is_dir():
+        pytest.skip("../shared/samples is absent")
+    return SAMPLES

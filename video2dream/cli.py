@@ -1,0 +1,229 @@
+"""The command line: parsing and friendly errors only; every command calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import Interrupted, UserError, debug_enabled
+from .progress import say
+from .runfolder import RunFolder
+from .settings import Settings, resolve
+
+# (flags, settings path, type, help); type "flag" is a store_true switch.
+Option = tuple[tuple[str, ...], str, Any, str]
+
+EXTRACT: list[Option] = [
+    (("--fps",), "extract.fps", float, "frames per second of source time (default 1)"),
+    (("--start",), "extract.start", float, "first second of the source to use (default 0)"),
+    (("--end",), "extract.end", float, "last second of the source to use (default: the end)"),
+]
+INTERROGATE: list[Option] = [
+    (("--mode",), "interrogate.mode", str, "best, classic, fast, negative or caption (default fast)"),
+    (("--caption-model",), "interrogate.caption_model", str, "BLIP model id or folder"),
+    (("--clip-model",), "interrogate.clip_model", str, "open_clip NAME/PRETRAINED, e.g. ViT-L-14/openai"),
+    (("--min-length",), "interrogate.min_length", int, "shortest caption in tokens (default 30)"),
+    (("--max-length",), "interrogate.max_length", int, "longest caption in tokens (default 100)"),
+    (("--num-beams",), "interrogate.num_beams", int, "beam search width (default 5)"),
+    (("--no-repeat-ngram-size",), "interrogate.no_repeat_ngram_size", int,
+     "forbid repeating n-grams of this size (default 2)"),
+]
+INTERROGATE_BATCH: Option = (("--batch-size",), "interrogate.batch_size", int, "frames per caption batch (default 4)")
+GENERATE: list[Option] = [
+    (("--model",), "generate.model", str, "SDXL model id or folder"),
+    (("--steps",), "generate.steps", int, "denoising steps (default 30)"),
+    (("--guidance",), "generate.guidance", float, "classifier-free guidance scale (default 7)"),
+    (("--scheduler",), "generate.scheduler", str, "diffusers scheduler class, e.g. EulerAncestralDiscreteScheduler"),
+    (("--negative-prompt",), "generate.negative_prompt", str, "added to every frame's negative prompt"),
+    (("--seed",), "generate.seed", int, "base seed (default 0)"),
+    (("--seed-mode",), "generate.seed_mode", str, "per-frame (seed + frame number) or fixed"),
+    (("--strength",), "generate.strength", float, "img2img from the source frame with this strength (0-1]"),
+    (("--width",), "generate.width", int, "dream width (default: source aspect at ~1 MP)"),
+    (("--height",), "generate.height", int, "dream height"),
+    (("--lora",), "generate.lora", str, "LoRA weights: ID_OR_PATH[:SCALE]"),
+    (("--vae",), "generate.vae", str, "a replacement VAE id or folder (e.g. madebyollin/sdxl-vae-fp16-fix)"),
+]
+GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames per pipeline call (default 1)")
+ASSEMBLE: list[Option] = [
+    (("--from",), "assemble.source", str, "dreams (default) or frames"),
+    (("--audio",), "assemble.audio", str, "auto (the source's sound), none, or a PATH to take sound from"),
+    (("--transition",), "assemble.transition", str, "cut (default) or crossfade"),
+    (("--side-by-side",), "assemble.side_by_side", "flag", "also write NAME_side_by_side.mp4: frames | dreams"),
+    (("--out-fps",), "assemble.out_fps", float, "frame rate of the mp4 (default 30)"),
+    (("--crf",), "assemble.crf", int, "x264 quality, lower is better (default 18)"),
+]
+MODELS: list[Option] = [
+    (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+    (("--dtype",), "dtype", str, "auto (fp16/bf16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
+]
+
+EXAMPLES = {
+    "extract": "video2dream extract clip.mp4 -o runs/clip --fps 2 --start 10 --end 40",
+    "interrogate": "video2dream interrogate runs/clip --mode fast --min-length 40 --num-beams 2",
+    "generate": "video2dream generate runs/clip --steps 30 --seed 7 --strength 0.6",
+    "assemble": "video2dream assemble runs/clip --transition crossfade --side-by-side",
+    "mux-audio": "video2dream mux-audio runs/clip song.wav",
+    "status": "video2dream status runs/clip",
+    "run": "video2dream run clip.mp4 -o runs/clip --preset tiny",
+}
+
+
+def _add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None:
+    for flags, path, kind, text in options:
+        dest = "set:" + path
+        if kind == "flag":
+            parser.add_argument(*flags, dest=dest, action="store_const", const=True, default=None, help=text)
+        else:
+            parser.add_argument(*flags, dest=dest, type=kind, default=None, help=text,
+                                metavar=flags[0].lstrip("-").replace("-", "_").upper())
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="a preset from configs/ (default, turbo, tiny, ...)")
+    parser.add_argument("--config", metavar="FILE", help="a YAML settings file, applied after --preset")
+
+
+def _command(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, epilog=f"example:\n  {EXAMPLES[name]}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="video2dream",
+        description="Re-imagine a video: frames -> CLIP Interrogator prompts -> SDXL dreams -> mp4.",
+        epilog="example:\n  " + EXAMPLES["run"] + "\n\nVIDEO2DREAM_DEBUG=1 shows tracebacks instead of short errors.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"video2dream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _command(sub, "extract", "take one frame per 1/fps seconds of VIDEO into RUN_DIR/frames")
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("-o", "--output", dest="run_dir", metavar="RUN_DIR", required=True)
+    _add_options(p, EXTRACT)
+    _add_config(p)
+    p.add_argument("--force", action="store_true", help="extract again, even from another video")
+
+    p = _command(sub, "interrogate", "describe every frame with CLIP Interrogator into prompts.csv")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _add_options(p, INTERROGATE + [INTERROGATE_BATCH] + MODELS)
+    _add_config(p)
+    p.add_argument("--force", action="store_true", help="redo every row, hand-edited ones too")
+
+    p = _command(sub, "generate", "paint a dream for every row of prompts.csv with SDXL")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _add_options(p, GENERATE + [GENERATE_BATCH] + MODELS)
+    _add_config(p)
+    p.add_argument("--force", action="store_true", help="paint every dream again")
+
+    p = _command(sub, "assemble", "stitch the dreams (or frames) into an mp4 with the soundtrack")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", dest="set:assemble.output", metavar="OUT.mp4",
+                   help="where to write the video (default RUN_DIR/dream.mp4)")
+    _add_options(p, ASSEMBLE)
+    _add_config(p)
+    p.add_argument("--force", action="store_true", help="encode again even if up to date")
+
+    p = _command(sub, "mux-audio", "add or replace the soundtrack of RUN_DIR/dream.mp4 (no re-encode)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("source", metavar="SOURCE", help="an audio or video file; its first audio stream is used")
+
+    p = _command(sub, "status", "show what each stage has done, and what is stale or missing")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+
+    p = _command(sub, "run", "extract, interrogate, generate and assemble, skipping what is up to date")
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("-o", "--output", dest="run_dir", metavar="RUN_DIR", required=True)
+    _add_options(p, EXTRACT + INTERROGATE + GENERATE + [GENERATE_BATCH] + ASSEMBLE + MODELS)
+    p.add_argument("--caption-batch-size", dest="set:interrogate.batch_size", type=int, default=None,
+                   metavar="N", help="frames per caption batch (default 4)")
+    _add_config(p)
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    return parser
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user gave on the command line, as a nested mapping."""
+    tree: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith("set:") or value is None:
+            continue
+        path = dest[4:].split(".")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def settings_for(run: RunFolder, args: argparse.Namespace) -> Settings:
+    return resolve(run.saved_settings(), getattr(args, "preset", None), getattr(args, "config", None),
+                   overrides(args))
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command in ("extract", "run"):
+        return f"video2dream {args.command} {args.video} -o {args.run_dir}"
+    return f"video2dream {args.command} {args.run_dir}"
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    run = RunFolder(args.run_dir)
+    if args.command == "status":
+        print(pipeline.status_report(run))
+        return 0
+    if args.command == "mux-audio":
+        from .stages.assemble import mux_audio
+
+        with run.lock():
+            out = mux_audio(run, args.source)
+        say(f"soundtrack of {args.source} is now in {out}")
+        return 0
+    settings = settings_for(run, args)
+    with run.lock():
+        pipeline.COMMANDS[args.command](run, settings, args)
+    return 0
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted("stopped by SIGTERM")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = _guarded(lambda: dispatch(args), args)
+    sys.exit(code)
+
+
+def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
+    try:
+        return body()
+    except (KeyboardInterrupt, Interrupted):
+        if debug_enabled():
+            raise
+        say(f"interrupted; finished work is kept. Resume with: {_resume_hint(args)}")
+        return 130
+    except UserError as e:
+        if debug_enabled():
+            raise
+        print(f"video2dream: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence for a friendly CLI
+        if debug_enabled():
+            raise
+        print(f"video2dream: unexpected error: {e.__class__.__name__}: {e} "
+              "(run again with VIDEO2DREAM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+__all__ = ["main", "build_parser", "overrides", "Path"]

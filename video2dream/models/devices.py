@@ -1,0 +1,53 @@
+"""--device and --dtype: 'auto' picks cuda, then mps, then cpu; fp16/bf16 on a GPU, fp32 on the CPU."""
+
+from __future__ import annotations
+
+import gc
+from typing import TYPE_CHECKING
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    import torch
+
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise UserError(f"unknown --dtype '{name}' (choose from auto, fp32, fp16, bf16)")
+    return getattr(torch, DTYPES[name])
+
+
+def free_memory() -> None:
+    """Return memory of models that were just dropped, before the next stage loads its own."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,127 @@
+"""extract: VIDEO -> frames/NNNNNN.png + frames.csv, one frame per 1/fps seconds of source time.
+
+ffmpeg's fps filter with round=up gives, for each sample time t, the last frame whose presentation
+timestamp is <= t (the frame a player shows at t); start_time pads the start when the picture begins
+late. -copyts keeps the source timestamps, so seeking with --start never drops the frame on screen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import media
+from ..errors import UserError
+from ..progress import progress_bar
+from ..runfolder import TMP_MARK, RunFolder, temp_path
+from ..settings import Settings, stable_hash
+from ..tables import frames_table, write_csv
+
+
+@dataclass
+class ExtractResult:
+    frames: int
+    skipped: bool
+    width: int
+    height: int
+
+
+def sample_times(start: float, end: float, fps: float) -> list[float]:
+    """Sample times start, start + 1/fps, ... before end; at least one."""
+    count = max(1, math.ceil((end - start) * fps - 1e-9))
+    return [start + k / fps for k in range(count)]
+
+
+def source_record(run: RunFolder) -> dict | None:
+    return run.read_record("source")
+
+
+def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool) -> None:
+    previous = source_record(run)
+    if previous and previous.get("fingerprint") != fingerprint and not force:
+        raise UserError(
+            f"{run.root} holds the frames of another video ({previous.get('path')}); "
+            "use a new run folder, or add --force to start this one over"
+        )
+
+
+def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, force: bool = False,
+            on_ready: Callable[[], None] | None = None) -> ExtractResult:
+    video = Path(video)
+    probe = media.probe(video)  # fails before anything in the run folder is touched
+    fingerprint = media.fingerprint(video)
+    check_same_source(run, video, fingerprint, force)
+    ex = settings.extract
+    start = ex.start or 0.0
+    end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
+    if start >= probe.duration:
+        raise UserError(f"--start {start} is past the end of {video} ({probe.duration:.2f} s)")
+    key = stable_hash(fingerprint, ex.fps, start, end)
+    if on_ready:
+        on_ready()
+    done = run.read_record("extract")
+    if not force and done and done.get("key") == key and _frames_present(run, done.get("frames", 0)):
+        return ExtractResult(done["frames"], True, done["width"], done["height"])
+
+    run.ensure()
+    run.remove_temporaries()
+    times = sample_times(start, end, ex.fps)
+    work = run.root / f"frames{TMP_MARK}{os.getpid()}"
+    work.mkdir(parents=True)
+    try:
+        _run_ffmpeg(video, work, probe, start, ex.fps, len(times))
+        names = sorted(p.name for p in work.glob("*.png"))
+        if not names:
+            raise UserError(f"ffmpeg gave no frames for {video}; is the picture stream empty?")
+        # ffmpeg may stop a frame short of the last sample when the picture ends early.
+        times = times[: len(names)]
+        from PIL import Image
+
+        with Image.open(work / names[0]) as first:
+            width, height = first.size
+        _swap_in(run, work, frames_table(names, times))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "probe": probe.to_dict()})
+    run.write_record("extract", {"key": key, "frames": len(names), "width": width, "height": height,
+                                 "fps": ex.fps, "start": start, "end": end})
+    return ExtractResult(len(names), False, width, height)
+
+
+def _frames_present(run: RunFolder, count: int) -> bool:
+    return count > 0 and all((run.frames_dir / f"{i:06d}.png").is_file() for i in (1, count))
+
+
+def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fps: float, count: int) -> None:
+    filters = [f"fps=fps={fps!r}:start_time={probe.start + start!r}:round=up"]
+    if abs(probe.sar - 1.0) > 1e-3:
+        filters.append("scale='round(iw*sar/2)*2':ih,setsar=1")  # square pixels
+    args = []
+    if start > 0:
+        args += ["-ss", f"{start!r}", "-noaccurate_seek"]
+    args += ["-copyts", "-i", str(video), "-map", "0:v:0", "-vf", ",".join(filters),
+             "-frames:v", str(count), "-pix_fmt", "rgb24", "-start_number", "1",
+             str(out_dir / "%06d.png")]
+    with progress_bar(total=count, desc="extract", unit="frame") as bar:
+        def update(block: dict[str, str]) -> None:
+            if block.get("frame", "").isdigit():
+                bar.update(int(block["frame"]) - bar.n)
+
+        media.run_ffmpeg(args, f"extract frames from {video}", on_progress=update)
+
+
+def _swap_in(run: RunFolder, work: Path, table) -> None:
+    """Replace frames/ and frames.csv with the new ones; the extract record is written last."""
+    run.clear_record("extract")
+    old = None
+    if run.frames_dir.exists():
+        old = temp_path(run.frames_dir)
+        os.replace(run.frames_dir, old)
+    os.replace(work, run.frames_dir)
+    write_csv(run.frames_csv, table)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

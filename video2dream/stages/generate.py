@@ -1,0 +1,207 @@
+"""generate: prompts.csv (+ frames/ for img2img) -> dreams/NNNNNN.png with A1111 `parameters`.
+
+A dream is current when its PNG carries a `video2dream` text chunk equal to the key of its prompt,
+negative prompt, seed and generation settings: edit one row of prompts.csv and only that frame is
+painted again. PNGs are encoded and written on a separate thread while the model paints the next batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..progress import progress_bar, say
+from ..runfolder import RunFolder, write_text
+from ..settings import Settings, stable_hash
+from ..tables import read_frames
+from .interrogate import read_prompts
+
+KEY_CHUNK = "video2dream"
+
+
+@dataclass
+class Job:
+    name: str
+    index: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    key: str
+
+
+@dataclass
+class GenerateResult:
+    painted: list[str] = field(default_factory=list)
+    up_to_date: int = 0
+    width: int = 0
+    height: int = 0
+    truncated: list[str] = field(default_factory=list)
+
+
+def dream_size(run: RunFolder, settings: Settings) -> tuple[int, int]:
+    g = settings.generate
+    if g.width and g.height:
+        return g.width, g.height
+    from ..models.sizes import generation_size
+
+    done = run.read_record("extract") or {}
+    if not done.get("width"):
+        raise UserError(f"extract did not finish in {run.root}; run `video2dream extract` again")
+    return generation_size(int(done["width"]), int(done["height"]), g.pixels)
+
+
+def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]]:
+    """One job per frame, with the key its dream must carry; strict checks of prompts.csv."""
+    run.require()
+    frames = read_frames(run.frames_csv)
+    names = frames["filename"].tolist()
+    if not run.prompts_csv.exists():
+        raise UserError(f"{run.prompts_csv} is missing; run `video2dream interrogate {run.root}` first")
+    df = read_prompts(run)
+    rows = {r.filename: r for r in df.itertuples(index=False)}
+    unknown = [n for n in rows if n not in set(names)]
+    if unknown:
+        raise UserError(f"prompts.csv has rows for frames that do not exist ({', '.join(unknown[:5])}); "
+                        "delete those rows, or run `video2dream interrogate` to rewrite the file")
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise UserError(f"prompts.csv has no row for {len(missing)} frame(s) ({', '.join(missing[:5])}); "
+                        f"run `video2dream interrogate {run.root}` to fill them in")
+    empty = [n for n in names if not str(rows[n].prompt).strip()]
+    if empty:
+        raise UserError(f"prompts.csv has an empty prompt for {', '.join(empty[:5])}; write one, "
+                        "or delete the row and run `video2dream interrogate` again")
+    g = settings.generate
+    width, height = dream_size(run, settings)
+    extract_key = (run.read_record("extract") or {}).get("key")
+    shared = dataclasses.asdict(g)
+    for irrelevant in ("batch_size", "negative_prompt", "seed", "seed_mode", "pixels"):
+        shared.pop(irrelevant)  # per-frame values or speed knobs, hashed per job below
+    jobs = []
+    for n in names:
+        index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
+        seed = g.seed if g.seed_mode == "fixed" else g.seed + index
+        negative = ", ".join(t for t in (str(rows[n].negative_prompt).strip(), g.negative_prompt.strip()) if t)
+        source = (extract_key, n) if g.strength else None  # img2img also depends on the frame
+        key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype)
+        jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
+    return jobs, (width, height)
+
+
+def is_current(path: Path, key: str) -> bool:
+    from ..pngmeta import read_png_text
+
+    try:
+        return read_png_text(path).get(KEY_CHUNK) == key
+    except Exception:  # missing or corrupt: paint it again
+        return False
+
+
+def generate(run: RunFolder, settings: Settings, force: bool = False,
+             on_ready: Callable[[], None] | None = None) -> GenerateResult:
+    jobs, (width, height) = plan(run, settings)
+    todo = [j for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
+    result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
+    if not todo:
+        if on_ready:
+            on_ready()
+        return result
+    g = settings.generate
+    from ..models.painter import Painter
+
+    painter = Painter(g.model, settings.device, settings.dtype, scheduler=g.scheduler, lora=g.lora, vae=g.vae)
+    if on_ready:
+        on_ready()
+    run.remove_temporaries()
+    run.dreams_dir.mkdir(parents=True, exist_ok=True)
+    result.truncated = _note_truncation(run, painter, todo)
+    with ThreadPoolExecutor(max_workers=1) as writer, \
+            progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
+        pending: list[Future] = []
+        for start in range(0, len(todo), g.batch_size):
+            batch = todo[start:start + g.batch_size]
+            init = _source_frames(run, batch) if g.strength else None
+            images = painter.paint([j.prompt for j in batch], [j.negative_prompt for j in batch],
+                                   [j.seed for j in batch], width, height, g.steps, g.guidance,
+                                   strength=g.strength, init_images=init)
+            for job, image in zip(batch, images):
+                pending.append(writer.submit(_save, run, painter, settings, job, image, width, height))
+            pending = _drain(pending, bar, result, block=False)
+        _drain(pending, bar, result, block=True)
+    return result
+
+
+def _drain(pending: list[Future], bar, result: GenerateResult, block: bool) -> list[Future]:
+    left = []
+    for f in pending:
+        if block or f.done():
+            result.painted.append(f.result())  # re-raises a failed write here
+            bar.update(1)
+        else:
+            left.append(f)
+    return left
+
+
+def _source_frames(run: RunFolder, batch: list[Job]) -> list:
+    from PIL import Image
+
+    images = []
+    for j in batch:
+        with Image.open(run.frames_dir / j.name) as im:
+            images.append(im.convert("RGB"))
+    return images
+
+
+def _save(run: RunFolder, painter, settings: Settings, job: Job, image, width: int, height: int) -> str:
+    from ..pngmeta import a1111_parameters, save_png
+
+    g = settings.generate
+    extra: dict[str, object] = {}
+    if g.strength:
+        extra["Denoising strength"] = g.strength
+    if g.lora:
+        extra["Lora"] = g.lora
+    text = a1111_parameters(job.prompt, job.negative_prompt, g.steps, painter.sampler_name, g.guidance,
+                            job.seed, width, height, painter.model_name, extra)
+    save_png(image, run.dreams_dir / job.name, text, {KEY_CHUNK: job.key})
+    return job.name
+
+
+def _note_truncation(run: RunFolder, painter, jobs: list[Job]) -> list[str]:
+    """SDXL's text encoders see 77 tokens: say so once, and record what was cut."""
+    import io
+
+    import pandas as pd
+
+    cut = []
+    for j in jobs:
+        kept, lost = painter.token_limit(j.prompt)
+        if lost:
+            cut.append({"filename": j.name, "kept": kept, "cut": lost})
+    if cut:
+        say(f"{len(cut)} prompt(s) are longer than the 77 tokens SDXL reads; the rest is ignored "
+            f"(what was cut is in {run.root / 'truncated.csv'})")
+        buf = io.StringIO()
+        pd.DataFrame(cut).to_csv(buf, index=False, lineterminator="\n")
+        write_text(run.root / "truncated.csv", buf.getvalue())
+    return [c["filename"] for c in cut]
+
+
+def status(run: RunFolder, settings: Settings) -> str:
+    if not run.dreams_dir.is_dir():
+        return "not run"
+    try:
+        jobs, _ = plan(run, settings)
+    except UserError as e:
+        return f"cannot plan: {e}"
+    current = sum(1 for j in jobs if is_current(run.dreams_dir / j.name, j.key))
+    present = sum(1 for j in jobs if (run.dreams_dir / j.name).is_file())
+    return f"{current}/{len(jobs)} dreams current, {present - current} stale, {len(jobs) - present} missing"
+
+
+__all__ = ["generate", "plan", "status", "os"]
