@@ -187,6 +187,8 @@ def dispatch(args: argparse.Namespace) -> int:
             out = mux_audio(run, args.source)
         say(f"soundtrack of {args.source} is now in {out}")
         return 0
+    if args.command in ("interrogate", "generate", "assemble"):
+        run.require()  # before the lock, which would create the folder
     settings = settings_for(run, args)
     with run.lock():
         pipeline.COMMANDS[args.command](run, settings, args)

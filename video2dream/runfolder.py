@@ -34,7 +34,7 @@ class RunFolder:
     prompts_csv = property(lambda self: self.root / "prompts.csv")
     dreams_dir = property(lambda self: self.root / "dreams")
     video = property(lambda self: self.root / "dream.mp4")
-    side_by_side = property(lambda self: self.root / "side_by_side.mp4")
+    side_by_side = property(lambda self: self.root / "dream_side_by_side.mp4")
     settings_file = property(lambda self: self.root / "settings.yaml")
     state_dir = property(lambda self: self.root / STATE)
 
@@ -43,7 +43,9 @@ class RunFolder:
 
     def require(self) -> None:
         if not self.root.is_dir():
-            raise UserError(f"run folder {self.root} does not exist; run `video2dream extract VIDEO -o {self.root}` first")
+            raise UserError(
+                f"run folder {self.root} does not exist; run `video2dream extract VIDEO -o {self.root}` first"
+            )
         if not self.frames_csv.is_file():
             raise UserError(f"{self.root} has no frames.csv; run `video2dream extract VIDEO -o {self.root}` first")
 
@@ -78,7 +80,8 @@ class RunFolder:
         try:
             data = yaml.safe_load(self.settings_file.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UserError(f"{self.settings_file} is not valid YAML ({e.__class__.__name__}); fix or delete it") from None
+            name = e.__class__.__name__
+            raise UserError(f"{self.settings_file} is not valid YAML ({name}); fix or delete it") from None
         return data if isinstance(data, dict) else None
 
     def save_settings(self, data: dict[str, Any]) -> None:
@@ -103,6 +106,7 @@ class RunFolder:
     def lock(self) -> Iterator[None]:
         """One writer per run folder; a lock left by a dead process is taken over."""
         fresh = not self.root.exists()
+        fresh_state = not self.state_dir.exists()
         self.ensure()
         path = self.state_dir / "lock"
         me = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -129,9 +133,13 @@ class RunFolder:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            if fresh:  # a command that failed before writing anything leaves no empty folder behind
+            # A command that failed before writing anything leaves no empty folder behind (and no
+            # .video2dream/ in a folder that was not a run folder).
+            if fresh_state:
                 with contextlib.suppress(OSError):
                     self.state_dir.rmdir()
+            if fresh:
+                with contextlib.suppress(OSError):
                     self.root.rmdir()
 
 

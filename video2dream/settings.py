@@ -184,7 +184,8 @@ def validate(s: Settings) -> None:
         _check(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1")
     _check(i.no_repeat_ngram_size >= 0, "--no-repeat-ngram-size must be >= 0")
     _check(i.max_length >= i.min_length, "--max-length must be >= --min-length")
-    _check("/" in i.clip_model or i.clip_model.startswith("tiny:"), f"--clip-model must look like NAME/PRETRAINED, got '{i.clip_model}'")
+    _check("/" in i.clip_model or i.clip_model.startswith("tiny:"),
+           f"--clip-model must look like NAME/PRETRAINED, got '{i.clip_model}'")
     _check(isinstance(g.steps, int) and g.steps >= 1, "--steps must be >= 1")
     _check(_num(g.guidance) and g.guidance >= 0, "--guidance must be >= 0")
     _check(g.seed_mode in ("fixed", "per-frame"), "--seed-mode must be 'fixed' or 'per-frame'")

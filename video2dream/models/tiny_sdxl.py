@@ -60,7 +60,8 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     import open_clip
 
     bpe = Path(open_clip.__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
-    lines = gzip.open(bpe).read().decode("utf-8").split("\n")
+    with gzip.open(bpe) as f:
+        lines = f.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     chars = list(_bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + [BOS, EOS]
@@ -78,7 +79,7 @@ def _write_hub_tokenizer_files(folder: Path, vocab: dict[str, int],
 
 
 def build_tiny_sdxl(dest: Path) -> None:
-    """Fill the empty folder dest with a tiny SDXL pipeline; the same bytes of weights every time."""
+    """Fill the empty folder dest with a tiny SDXL pipeline: the same weights every time."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -95,7 +96,7 @@ def build_tiny_sdxl(dest: Path) -> None:
 
     dest = Path(dest)
     text_hidden = 32  # per encoder; the UNet attends to both, concatenated (like SDXL's 768 + 1280)
-    pooled_dim = 32  # text_encoder_2's projection, the pooled embedding SDXL adds to the time embedding
+    pooled_dim = 32  # text_encoder_2's projection: the pooled embedding added to the time embedding
     time_embed_dim = 8  # per number in add_time_ids (SDXL: 256); there are 6 of them
 
     torch.manual_seed(SEED)
@@ -172,6 +173,14 @@ def build_tiny_sdxl(dest: Path) -> None:
         scheduler=scheduler,
         add_watermarker=False,
     )
-    pipe.save_pretrained(dest)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars for a 20 MB model
+    try:
+        pipe.save_pretrained(dest)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     for sub in ("tokenizer", "tokenizer_2"):
         _write_hub_tokenizer_files(dest / sub, vocab, merges)

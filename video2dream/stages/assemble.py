@@ -84,7 +84,7 @@ def concat_script(paths: list[Path], times: list[float], duration: float) -> str
     """An ffconcat script holding each image until the next one's time, the last until the end."""
     lines = ["ffconcat version 1.0"]
     ends = times[1:] + [duration]
-    for path, start, stop in zip(paths, times, ends):
+    for path, start, stop in zip(paths, times, ends, strict=True):
         lines += [f"file {_quote(path)}", f"duration {max(stop - start, 1e-3):.6f}"]
     lines.append(f"file {_quote(paths[-1])}")  # the demuxer ignores the last entry's duration
     return "\n".join(lines) + "\n"

@@ -3,6 +3,9 @@
 ffmpeg's fps filter with round=up gives, for each sample time t, the last frame whose presentation
 timestamp is <= t (the frame a player shows at t); start_time pads the start when the picture begins
 late. -copyts keeps the source timestamps, so seeking with --start never drops the frame on screen.
+The timestamps are shifted so the first sample is at 0 (setpts) rather than passing the start to the
+fps filter: the filter checks end-of-stream on the unshifted 1/fps grid, which loses the last samples
+(all of them for --start 2.9 on a 3 s clip) when the start is not a multiple of 1/fps.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from ..errors import UserError
 from ..progress import progress_bar
 from ..runfolder import TMP_MARK, RunFolder, temp_path
 from ..settings import Settings, stable_hash
-from ..tables import frames_table, write_csv
+from ..tables import frames_table, read_frames, write_csv
+
+# Demuxers whose seek lands on a keyframe at or before the wanted time (they keep an index). Others
+# (MPEG-TS and PS, raw streams) may land past it, so the frames before the next keyframe would be
+# lost and later ones shown in their place: for those, decode from the beginning instead.
+SEEKS_TO_KEYFRAMES = ("mov,", "matroska", "avi")
 
 
 @dataclass
@@ -93,15 +101,25 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
 
 
 def _frames_present(run: RunFolder, count: int) -> bool:
-    return count > 0 and all((run.frames_dir / f"{i:06d}.png").is_file() for i in (1, count))
+    if count <= 0 or not all((run.frames_dir / f"{i:06d}.png").is_file() for i in (1, count)):
+        return False
+    try:
+        return len(read_frames(run.frames_csv)) == count
+    except UserError:  # frames.csv deleted or broken by hand: extract again
+        return False
 
 
 def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fps: float, count: int) -> None:
-    filters = [f"fps=fps={fps!r}:start_time={probe.start + start!r}:round=up"]
+    # Timestamps are rounded (Matroska keeps whole milliseconds), so a frame may be stamped a bit
+    # after the instant it belongs to: count frames as on screen a little before their timestamps,
+    # or sampling at the source's own rate would repeat some frames and skip others.
+    slack = min(0.001, 0.25 / fps, 0.25 / probe.fps if probe.fps else 1.0)
+    offset = probe.start + start + slack
+    filters = [f"setpts=PTS-({offset:.9f})/TB", f"fps=fps={fps!r}:start_time=0:round=up"]
     if abs(probe.sar - 1.0) > 1e-3:
         filters.append("scale='round(iw*sar/2)*2':ih,setsar=1")  # square pixels
     args = []
-    if start > 0:
+    if start > 0 and probe.format.startswith(SEEKS_TO_KEYFRAMES):
         args += ["-ss", f"{start!r}", "-noaccurate_seek"]
     args += ["-copyts", "-i", str(video), "-map", "0:v:0", "-vf", ",".join(filters),
              "-frames:v", str(count), "-pix_fmt", "rgb24", "-start_number", "1",

@@ -129,7 +129,7 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
             images = painter.paint([j.prompt for j in batch], [j.negative_prompt for j in batch],
                                    [j.seed for j in batch], width, height, g.steps, g.guidance,
                                    strength=g.strength, init_images=init)
-            for job, image in zip(batch, images):
+            for job, image in zip(batch, images, strict=True):
                 pending.append(writer.submit(_save, run, painter, settings, job, image, width, height))
             pending = _drain(pending, bar, result, block=False)
         _drain(pending, bar, result, block=True)

@@ -76,7 +76,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     run.require()
     frames = read_frames(run.frames_csv)
     names = frames["filename"].tolist()
-    times = dict(zip(names, frames["time"].tolist()))
+    times = dict(zip(names, frames["time"].tolist(), strict=True))
     keys = row_keys(run, settings, names)
     df = read_prompts(run) if run.prompts_csv.exists() else pd.DataFrame(columns=PROMPTS_COLUMNS)
     states = row_states(df, keys)
@@ -129,7 +129,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
                 pairs = [(c, "") for c in captions]
             else:
                 pairs = interrogator.interrogate(images, captions, i.mode)
-            for n, caption, (prompt, negative) in zip(batch, captions, pairs):
+            for n, caption, (prompt, negative) in zip(batch, captions, pairs, strict=True):
                 row = rows.get(n, {})
                 row.update(filename=n, prompt=prompt, time=f"{times[n]:.6f}", caption=caption,
                            negative_prompt=negative, settings_key=keys[n],

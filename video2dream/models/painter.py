@@ -1,0 +1,290 @@
+"""The painter: one SDXL pipeline, loaded once, turning prompts (and optionally frames) into images.
+
+A frame's image depends only on its own prompt, negative prompt and seed: each image gets its own
+CPU random generator, so its starting noise (and an ancestral sampler's noise) is the same whether
+it is painted alone or in a batch, on any device. The same call gives the same pixels again; in
+another batch a few pixels may differ by a level or so, because matrix kernels sum in an order
+that depends on the batch's size and layout (CPUs and GPUs alike): invisible, but not bit-exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+from . import devices, hub
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# A1111 sampler name -> (diffusers scheduler class, config overrides). "... Karras" variants add
+# use_karras_sigmas=True (see _scheduler_spec).
+A1111_SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ SDE": ("DPMSolverSDEScheduler", {}),
+    "DPM++ 2S": ("DPMSolverSinglestepScheduler", {}),
+    "DDIM": ("DDIMScheduler", {}),
+    "DDPM": ("DDPMScheduler", {}),
+    "PLMS": ("PNDMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "DEIS": ("DEISMultistepScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
+}
+_KARRAS_OK = {"Euler", "Heun", "LMS", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE",
+              "DPM++ 2S", "UniPC", "DEIS"}
+
+_TINY_NAME = re.compile(r"[^\w.\-]+")
+
+
+def generation_size(src_w: int, src_h: int, pixels: int = 1024 * 1024,
+                    multiple: int = 64) -> tuple[int, int]:
+    """The source's aspect ratio at about `pixels` pixels, both sides multiples of `multiple`.
+
+    Rounding each side on its own gives SDXL's training buckets for the usual ratios
+    (16:9 -> 1344x768, 4:3 -> 1152x896, 1:1 -> 1024x1024)."""
+    if src_w <= 0 or src_h <= 0 or pixels <= 0 or multiple <= 0:
+        raise ValueError(f"bad size {src_w}x{src_h} / {pixels} pixels / multiple {multiple}")
+    ratio = src_w / src_h
+    w, h = math.sqrt(pixels * ratio), math.sqrt(pixels / ratio)
+    return (max(multiple, round(w / multiple) * multiple),
+            max(multiple, round(h / multiple) * multiple))
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """'ID_OR_PATH[:SCALE]' -> (source, scale); a Windows drive 'C:\\...' is not a scale."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def _scheduler_spec(name: str) -> tuple[str, dict[str, Any]]:
+    """A diffusers class name or an A1111 sampler name -> (class name, config overrides)."""
+    if name in A1111_SAMPLERS:
+        return A1111_SAMPLERS[name]
+    if name.endswith(" Karras") and name[: -len(" Karras")] in _KARRAS_OK:
+        cls, extra = A1111_SAMPLERS[name[: -len(" Karras")]]
+        return cls, {**extra, "use_karras_sigmas": True}
+    return name, {}
+
+
+def _dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """from_pretrained's dtype argument: `dtype` in newer diffusers (torch_dtype is deprecated)."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """Hide diffusers' per-call warnings (img2img's VAE upcast warns on every batch; prompts over
+    77 tokens are reported by token_limit instead)."""
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity(max(level, dlog.ERROR))
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
+def _scheduler_class(name: str) -> tuple[Any, dict[str, Any]]:
+    """The diffusers scheduler class (and config overrides) for a class or A1111 sampler name."""
+    import diffusers
+
+    cls_name, overrides = _scheduler_spec(name.strip())
+    cls = getattr(diffusers, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        valid = ("EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, "
+                 "DPMSolverMultistepScheduler, UniPCMultistepScheduler, DDIMScheduler")
+        raise UserError(
+            f"unknown scheduler '{name}'; give a diffusers scheduler class ({valid}, ...) "
+            f"or an A1111 sampler name ({', '.join(list(A1111_SAMPLERS)[:6])}, ...)")
+    return cls, overrides
+
+
+def _check_lora(spec: str) -> None:
+    """Fail fast on what can be checked without the model: the file, the peft package."""
+    source, _scale = parse_lora(spec)
+    path = Path(source).expanduser()
+    looks_local = path.suffix in (".safetensors", ".bin", ".pt", ".ckpt") or source.startswith(
+        (".", "/", "~")) or len(path.parts) > 2
+    if looks_local and not path.exists():
+        raise UserError(f"--lora {spec}: there is no file or folder {source}")
+    from diffusers.utils import is_peft_available
+
+    if not is_peft_available():
+        raise UserError("--lora needs the peft package: pip install peft")
+
+
+class Painter:
+    """An SDXL text-to-image (and image-to-image) painter around one loaded pipeline."""
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto",
+                 scheduler: str | None = None, lora: str | None = None,
+                 vae: str | None = None) -> None:
+        import torch  # noqa: F401  (fail here, not halfway, if torch is broken)
+        from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+        self.model = model
+        self.lora: tuple[str, float] | None = None  # (source, scale) once fused
+        self.device = devices.pick_device(device)
+        self.dtype = devices.pick_dtype(dtype, self.device)
+        # Check what can be checked before the long model load.
+        if scheduler:
+            _scheduler_class(scheduler)
+        if lora:
+            _check_lora(lora)
+        source = hub.resolve(model)
+        kwargs: dict[str, Any] = _dtype_kwargs(self.dtype)
+        if vae:
+            with hub.loading("VAE", vae):
+                vae_source = hub.resolve(vae)
+                # A whole pipeline folder given as the VAE: take its vae/ part.
+                whole = (Path(vae_source) / "vae" / "config.json").is_file()
+                sub = {"subfolder": "vae"} if whole else {}
+                kwargs["vae"] = AutoencoderKL.from_pretrained(
+                    vae_source, **_dtype_kwargs(self.dtype), **sub)
+        with hub.loading("SDXL model", model):
+            if Path(source).is_file():  # an A1111 / ComfyUI checkpoint file (.safetensors)
+                pipe = StableDiffusionXLPipeline.from_single_file(source, **kwargs)
+            else:
+                pipe = StableDiffusionXLPipeline.from_pretrained(source, **kwargs)
+        pipe.set_progress_bar_config(disable=True)  # the generate stage shows its own progress
+        if scheduler:
+            pipe.scheduler = self._make_scheduler(pipe, scheduler)
+        if lora:
+            self._load_lora(pipe, lora)
+        self.pipe = pipe.to(self.device)
+        self._img2img: Any = None
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _make_scheduler(pipe: Any, name: str) -> Any:
+        cls, overrides = _scheduler_class(name)
+        try:
+            return cls.from_config(pipe.scheduler.config, **overrides)
+        except (ImportError, ValueError, TypeError) as e:  # e.g. DPM++ SDE needs torchsde
+            detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot use scheduler '{name}' with this model: {detail}") from e
+
+    def _load_lora(self, pipe: Any, spec: str) -> None:
+        source, scale = parse_lora(spec)
+        path = Path(source).expanduser()
+        with hub.loading("LoRA", source):
+            if path.is_file():  # a single .safetensors file, as A1111 keeps them
+                pipe.load_lora_weights(str(path.parent), weight_name=path.name,
+                                       adapter_name="lora")
+            else:
+                pipe.load_lora_weights(str(path) if path.exists() else source,
+                                       adapter_name="lora")
+            # Fused into the weights: no per-step LoRA cost, and the scale applies everywhere.
+            pipe.fuse_lora(lora_scale=scale)
+        self.lora = (source, scale)
+
+    # -- facts for metadata --------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        """A short name for A1111's `Model:` field: the hub id, a folder's or file's name."""
+        if hub.is_tiny(self.model):
+            return _TINY_NAME.sub("-", self.model)  # "tiny-sdxl": no colon to quote
+        path = Path(self.model)
+        if path.is_file():
+            return path.stem
+        if path.is_dir():
+            return path.resolve().name
+        return self.model
+
+    @property
+    def sampler_name(self) -> str:
+        """A1111's sampler name ("Euler a", "DPM++ 2M Karras"...), else the scheduler class."""
+        config = self.pipe.scheduler.config
+        cls_name = type(self.pipe.scheduler).__name__
+        for a1111, (name, overrides) in A1111_SAMPLERS.items():
+            if name == cls_name and all(config.get(k) == v for k, v in overrides.items()):
+                karras = config.get("use_karras_sigmas") and a1111 in _KARRAS_OK
+                return f"{a1111} Karras" if karras else a1111
+        return cls_name
+
+    def token_limit(self, prompt: str) -> tuple[str, str]:
+        """(what the text encoders see, what the 77-token limit cuts off); together: prompt."""
+        tok = self.pipe.tokenizer
+        room = tok.model_max_length - 2  # <|startoftext|> and <|endoftext|> take two
+        enc = tok(prompt, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+        if len(enc.input_ids) <= room:
+            return prompt, ""
+        # End after the last token seen, unless the first token cut starts inside the same
+        # character (one character can be several byte-level tokens): then it counts as cut.
+        end = min(enc.offset_mapping[room - 1][1], enc.offset_mapping[room][0])
+        return prompt[:end], prompt[end:]
+
+    # -- painting ------------------------------------------------------------------------------
+
+    @property
+    def img2img(self) -> Any:
+        """The image-to-image pipeline, made on first use from the same loaded modules."""
+        if self._img2img is None:
+            from diffusers import StableDiffusionXLImg2ImgPipeline
+
+            self._img2img = StableDiffusionXLImg2ImgPipeline(
+                **self.pipe.components,
+                force_zeros_for_empty_prompt=self.pipe.config.force_zeros_for_empty_prompt,
+                add_watermarker=getattr(self.pipe, "watermark", None) is not None,
+            )
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def paint(self, prompts: list[str], negative_prompts: list[str], seeds: list[int],
+              width: int, height: int, steps: int, guidance: float,
+              strength: float | None = None,
+              init_images: list[Image.Image] | None = None) -> list[Image.Image]:
+        """One pipeline call for the whole batch; image i depends only on prompts[i],
+        negative_prompts[i], seeds[i] (and init_images[i])."""
+        import torch
+        from PIL import Image
+
+        n = len(prompts)
+        if not (len(negative_prompts) == len(seeds) == n) or n == 0:
+            raise ValueError(f"{n} prompts, {len(negative_prompts)} negative prompts, "
+                             f"{len(seeds)} seeds: need the same number, at least one")
+        if width % 8 or height % 8:
+            raise UserError(f"image size {width}x{height}: both sides must be multiples of 8")
+        # Always a list, never None: None would mean zeroed negative embeddings for a batch of
+        # only empty negatives but an encoded "" in a mixed batch, and the frame would change.
+        args: dict[str, Any] = dict(
+            prompt=list(prompts), negative_prompt=list(negative_prompts),
+            num_inference_steps=steps, guidance_scale=guidance, output_type="pil",
+            generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
+        )
+        with torch.inference_mode(), _quiet_diffusers():
+            if strength is None:
+                return list(self.pipe(width=width, height=height, **args).images)
+            if init_images is None or len(init_images) != n:
+                raise ValueError("img2img needs one init image per prompt")
+            if not 0 < strength <= 1:
+                raise UserError(f"strength {strength}: give a number above 0 and at most 1")
+            if int(steps * strength) < 1:
+                raise UserError(f"{steps} steps at strength {strength} leave no denoising step; "
+                                f"use at least {math.ceil(1 / strength)} steps")
+            images = [im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+                      if im.size != (width, height) or im.mode != "RGB" else im
+                      for im in init_images]
+            return list(self.img2img(image=images, strength=strength, **args).images)
