@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from . import devices, hub
+from .sizes import generation_size  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -46,20 +47,6 @@ _KARRAS_OK = {"Euler", "Heun", "LMS", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ 2M SD
               "DPM++ 2S", "UniPC", "DEIS"}
 
 _TINY_NAME = re.compile(r"[^\w.\-]+")
-
-
-def generation_size(src_w: int, src_h: int, pixels: int = 1024 * 1024,
-                    multiple: int = 64) -> tuple[int, int]:
-    """The source's aspect ratio at about `pixels` pixels, both sides multiples of `multiple`.
-
-    Rounding each side on its own gives SDXL's training buckets for the usual ratios
-    (16:9 -> 1344x768, 4:3 -> 1152x896, 1:1 -> 1024x1024)."""
-    if src_w <= 0 or src_h <= 0 or pixels <= 0 or multiple <= 0:
-        raise ValueError(f"bad size {src_w}x{src_h} / {pixels} pixels / multiple {multiple}")
-    ratio = src_w / src_h
-    w, h = math.sqrt(pixels * ratio), math.sqrt(pixels / ratio)
-    return (max(multiple, round(w / multiple) * multiple),
-            max(multiple, round(h / multiple) * multiple))
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
