@@ -57,6 +57,23 @@ ASSEMBLE: list[Option] = [
     (("--out-fps",), "assemble.out_fps", float, "frame rate of the mp4 (default 30)"),
     (("--crf",), "assemble.crf", int, "x264 quality, lower is better (default 18)"),
 ]
+TELEPHONE: list[Option] = [
+    (("--steps",), "telephone.steps", int,
+     "how many times the picture goes round (default 10); for a video, rounds over every frame"),
+    (("--mode",), "telephone.mode", str,
+     "caption (default: the BLIP caption alone, as the original game), fast, classic, best or negative"),
+    (("--stop-at-fixed-point",), "telephone.stop_at_fixed_point", "flag",
+     "end the chain when a caption repeats an earlier one"),
+    (("--hold",), "telephone.hold", float, "seconds each step is shown in chain.mp4 (default 1)"),
+    (("--crossfade",), "telephone.crossfade", float,
+     "seconds at the end of each hold spent fading into the next step (default 0: cuts)"),
+]
+# The chain's --steps is its length: SDXL's denoising steps are --steps-per-image here.
+TELEPHONE_GENERATE: list[Option] = [
+    ((("--steps-per-image",), path, kind, "SDXL denoising steps per picture (default 30)")
+     if path == "generate.steps" else (flags, path, kind, text))
+    for flags, path, kind, text in GENERATE
+]
 MODELS: list[Option] = [
     (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
     (("--dtype",), "dtype", str, "auto (fp16/bf16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
@@ -70,6 +87,7 @@ EXAMPLES = {
     "mux-audio": "video2dream mux-audio runs/clip song.wav",
     "status": "video2dream status runs/clip",
     "run": "video2dream run clip.mp4 -o runs/clip --preset tiny",
+    "telephone": "video2dream telephone cover.jpg -o runs/cover --steps 12 --stop-at-fixed-point",
 }
 
 
@@ -127,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", dest="set:assemble.output", metavar="OUT.mp4",
                    help="where to write the video (default RUN_DIR/dream.mp4)")
     _add_options(p, ASSEMBLE)
+    p.add_argument("--round", type=int, metavar="K",
+                   help="a telephone round's dreams (dreams_rKK; 1 is dreams/) -> RUN_DIR/dream_rKK.mp4")
+    p.add_argument("--grid", action="store_true",
+                   help="the frames and every telephone round side by side -> RUN_DIR/dream_grid.mp4")
     _add_config(p)
     p.add_argument("--force", action="store_true", help="encode again even if up to date")
 
@@ -145,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="N", help="frames per caption batch (default 4)")
     _add_config(p)
     p.add_argument("--force", action="store_true", help="redo every stage")
+
+    p = _command(sub, "telephone",
+                 "the telephone game: caption -> SDXL -> caption ... N times, from an image, "
+                 "each image of a folder, or every frame of a video")
+    p.add_argument("video", metavar="INPUT", help="an image, a folder of images, or a video")
+    p.add_argument("-o", "--output", dest="run_dir", metavar="OUT_DIR", required=True)
+    _add_options(p, TELEPHONE + INTERROGATE[1:] + TELEPHONE_GENERATE + EXTRACT + MODELS)
+    _add_config(p)
+    p.add_argument("--force", action="store_true",
+                   help="start over, also when OUT_DIR holds a chain made with other settings")
     return parser
 
 
@@ -168,7 +200,7 @@ def settings_for(run: RunFolder, args: argparse.Namespace) -> Settings:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    if args.command in ("extract", "run"):
+    if args.command in ("extract", "run", "telephone"):
         return f"video2dream {args.command} {args.video} -o {args.run_dir}"
     return f"video2dream {args.command} {args.run_dir}"
 
@@ -189,6 +221,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("interrogate", "generate", "assemble"):
         run.require()  # before the lock, which would create the folder
+    if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
+        raise UserError("give --round or --from, not both")
+    if args.command == "telephone" and (getattr(args, "set:generate.steps") or 1) < 1:
+        raise UserError("--steps-per-image must be >= 1")
     settings = settings_for(run, args)
     with run.lock():
         pipeline.COMMANDS[args.command](run, settings, args)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .progress import say
 from .runfolder import RunFolder
-from .settings import Settings
+from .settings import Settings, replace_section
 
 
 def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
@@ -52,8 +52,14 @@ def do_generate(run: RunFolder, settings: Settings, args: argparse.Namespace) ->
 
 
 def do_assemble(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
-    from .stages.assemble import assemble
+    from .stages.assemble import assemble, assemble_grid, round_folder
 
+    if getattr(args, "grid", False):  # telephone rounds side by side
+        r = assemble_grid(run, settings, force=args.force, on_ready=_saver(run, settings))
+        say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output} ({r.duration:.2f} s)")
+        return
+    if getattr(args, "round", None) is not None:  # one telephone round: --round K is --from dreams_rKK
+        settings = replace_section(settings, "assemble", source=round_folder(args.round))
     r = assemble(run, settings, force=args.force, on_ready=_saver(run, settings))
     sound = f"sound from {Path(r.audio).name}" if r.audio else "no sound"
     extra = f" and {r.side_by_side}" if r.side_by_side else ""
@@ -61,7 +67,21 @@ def do_assemble(run: RunFolder, settings: Settings, args: argparse.Namespace) ->
         f"({r.duration:.2f} s, {sound})")
 
 
+def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+    from .models.devices import free_memory
+    from .telephone import chain_settings, telephone
+
+    settings = chain_settings(settings)
+    r = telephone(args.video, run, settings, force=args.force, on_ready=_saver(run, settings))
+    free_memory()
+    for line in r.summary():
+        say(line)
+
+
 def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+    from .stages.generate import check_device
+
+    check_device(settings)  # before extract writes anything
     for step in (do_extract, do_interrogate, do_generate, do_assemble):
         step(run, settings, args)
 
@@ -72,6 +92,7 @@ COMMANDS: dict[str, Callable[[RunFolder, Settings, argparse.Namespace], None]] =
     "generate": do_generate,
     "assemble": do_assemble,
     "run": do_run,
+    "telephone": do_telephone,
 }
 
 

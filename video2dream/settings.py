@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,17 @@ class AssembleSettings:
 
 
 @dataclass
+class TelephoneSettings:
+    """`video2dream telephone`: the chain's own knobs (the models are interrogate's and generate's)."""
+
+    steps: int = 10  # times the picture goes round (a video: rounds)
+    mode: str = "caption"  # interrogate mode of the chain: the original game used the BLIP caption alone
+    stop_at_fixed_point: bool = False
+    hold: float = 1.0  # seconds each step is shown in chain.mp4
+    crossfade: float = 0.0  # seconds of each hold spent fading into the next step
+
+
+@dataclass
 class Settings:
     device: str = "auto"
     dtype: str = "auto"
@@ -78,6 +90,7 @@ class Settings:
     interrogate: InterrogateSettings = field(default_factory=InterrogateSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     assemble: AssembleSettings = field(default_factory=AssembleSettings)
+    telephone: TelephoneSettings = field(default_factory=TelephoneSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +100,7 @@ class Settings:
         return stable_hash(asdict(getattr(self, section)), *extra)
 
 
-SECTIONS = ("extract", "interrogate", "generate", "assemble")
+SECTIONS = ("extract", "interrogate", "generate", "assemble", "telephone")
 TOP_LEVEL = ("device", "dtype")
 
 
@@ -202,13 +215,25 @@ def validate(s: Settings) -> None:
         )
     _check((g.width is None) == (g.height is None), "give --width and --height together")
     _check(isinstance(g.batch_size, int) and g.batch_size >= 1, "--batch-size must be >= 1")
-    _check(a.source in ("dreams", "frames"), "--from must be 'dreams' or 'frames'")
+    _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
+           "--from must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02")
     _check(a.transition in ("cut", "crossfade"), "--transition must be 'cut' or 'crossfade'")
     _check(_num(a.out_fps) and a.out_fps > 0, "--out-fps must be a positive number")
+    _validate_telephone(s.telephone)
     _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"),
            f"unknown --device '{s.device}' (auto, cpu, cuda, cuda:N, mps)")
     dtypes = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
     _check(s.dtype in dtypes, f"unknown --dtype '{s.dtype}' (choose from {', '.join(dtypes)})")
+
+
+def _validate_telephone(t: TelephoneSettings) -> None:
+    _check(isinstance(t.steps, int) and not isinstance(t.steps, bool) and t.steps >= 1,
+           f"--steps must be a whole number >= 1 (how many times the picture goes round), got {t.steps!r}")
+    modes = ("caption", "fast", "classic", "best", "negative")
+    _check(t.mode in modes, f"unknown --mode '{t.mode}' (choose from {', '.join(modes)})")
+    _check(_num(t.hold) and t.hold > 0, f"--hold must be a positive number of seconds, got {t.hold!r}")
+    _check(_num(t.crossfade) and 0 <= t.crossfade < t.hold,
+           f"--crossfade must be >= 0 and shorter than --hold ({t.hold} s), got {t.crossfade!r}")
 
 
 def _num(value: Any) -> bool:

@@ -91,6 +91,28 @@ def _quiet_diffusers() -> Iterator[None]:
         dlog.set_verbosity(level)
 
 
+@contextlib.contextmanager
+def _hushed_load_bars(local: bool) -> Iterator[None]:
+    """diffusers and transformers draw a bar per pipeline and per weights file while loading, even
+    for a tiny local model: hide them for local folders (a hub download keeps its bars)."""
+    if not local:
+        yield
+        return
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
+
+
 def _scheduler_class(name: str) -> tuple[Any, dict[str, Any]]:
     """The diffusers scheduler class (and config overrides) for a class or A1111 sampler name."""
     import diffusers
@@ -141,14 +163,14 @@ class Painter:
         source = hub.resolve(model)
         kwargs: dict[str, Any] = _dtype_kwargs(self.dtype)
         if vae:
-            with hub.loading("VAE", vae):
+            with hub.loading("VAE", vae), _hushed_load_bars(hub.is_tiny(vae) or Path(vae).exists()):
                 vae_source = hub.resolve(vae)
                 # A whole pipeline folder given as the VAE: take its vae/ part.
                 whole = (Path(vae_source) / "vae" / "config.json").is_file()
                 sub = {"subfolder": "vae"} if whole else {}
                 kwargs["vae"] = AutoencoderKL.from_pretrained(
                     vae_source, **_dtype_kwargs(self.dtype), **sub)
-        with hub.loading("SDXL model", model):
+        with hub.loading("SDXL model", model), _hushed_load_bars(Path(source).exists()):
             if Path(source).is_file():  # an A1111 / ComfyUI checkpoint file (.safetensors)
                 pipe = StableDiffusionXLPipeline.from_single_file(source, **kwargs)
             else:

@@ -58,13 +58,14 @@ def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
     """The images to show, checked: every one present and a readable picture."""
     from PIL import Image
 
-    base = run.dreams_dir if folder == "dreams" else run.frames_dir
+    base = run.root / folder  # frames, dreams, or a telephone round's dreams_rNN
     paths = [base / n for n in names]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         fix = ("run `video2dream generate` first, or assemble the frames with --from frames"
-               if folder == "dreams" else "run `video2dream extract` again")
+               if folder == "dreams" else "run `video2dream extract` again" if folder == "frames"
+               else f"run `video2dream telephone VIDEO -o {run.root}` again to finish that round")
         raise UserError(f"{len(missing)} of {len(paths)} images missing in {base}: {shown}; {fix}")
     for p in paths:
         try:
@@ -72,7 +73,7 @@ def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
                 im.verify()
         except Exception:
             raise UserError(f"{p} is not a readable image (corrupt or cut short); delete it and "
-                            f"run `video2dream {'generate' if folder == 'dreams' else 'extract'}` again") from None
+                            f"run `video2dream {'extract' if folder == 'frames' else 'generate'}` again") from None
     return paths
 
 
@@ -152,7 +153,7 @@ def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] 
     tl = timeline(run)
     paths = image_paths(run, a.source, tl.names)
     audio = audio_source(run, a.audio)
-    dest = Path(output or a.output or run.video)
+    dest = Path(output or a.output or round_video(run, a.source))
     if dest.is_dir():
         raise UserError(f"output {dest} is a folder; give a file name such as {dest / 'dream.mp4'}")
     sbs_dest = dest.with_name(f"{dest.stem}_side_by_side{dest.suffix}") if a.side_by_side else None
@@ -164,7 +165,8 @@ def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] 
     )
     if on_ready:
         on_ready()
-    done = run.read_record("assemble")
+    record = "assemble" if a.source in ("dreams", "frames") else f"assemble-{a.source}"
+    done = run.read_record(record)
     outputs_there = dest.is_file() and (sbs_dest is None or sbs_dest.is_file())
     if not force and done and done.get("key") == key and outputs_there:
         return AssembleResult(dest, sbs_dest, True, str(audio) if audio else None, tl.duration)
@@ -182,10 +184,117 @@ def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] 
         each = _video_filters(tl, a.out_fps, a.transition)
         graph = f"[0:v]{each}[l];[1:v]{each}[r];[l][r]hstack=inputs=2[v]"
         _encode([left, script], graph, audio, tl, settings, sbs_dest, "side by side")
-    run.write_record("assemble", {"key": key, "output": str(dest), "side_by_side": str(sbs_dest or ""),
+    run.write_record(record, {"key": key, "output": str(dest), "side_by_side": str(sbs_dest or ""),
                                   "source": a.source, "audio": str(audio) if audio else None,
                                   "duration": tl.duration})
     return AssembleResult(dest, sbs_dest, False, str(audio) if audio else None, tl.duration)
+
+
+# -- telephone: one video per round, the rounds side by side, and still-image slideshows ---------
+
+
+def round_folder(round_number: int) -> str:
+    """The dreams folder of a telephone round: round 1 is the ordinary dreams/."""
+    if round_number < 1:
+        raise UserError(f"--round must be >= 1, got {round_number}")
+    return "dreams" if round_number == 1 else f"dreams_r{round_number:02d}"
+
+
+def round_video(run: RunFolder, source: str) -> Path:
+    """Default output: dream.mp4 for dreams/ (and frames/), dream_rNN.mp4 for dreams_rNN/."""
+    return run.root / f"dream_{source[len('dreams_'):]}.mp4" if source.startswith("dreams_") else run.video
+
+
+def round_folders(run: RunFolder) -> list[str]:
+    """dreams, dreams_r02, dreams_r03, ... as far as they go without a gap."""
+    found = []
+    k = 1
+    while (run.root / round_folder(k)).is_dir():
+        found.append(round_folder(k))
+        k += 1
+    return found
+
+
+def grid_layout(count: int, width: int, height: int, max_width: int = 3840) -> tuple[int, int, int, int]:
+    """(columns, rows, tile width, tile height): one row up to 4 tiles, else a near-square grid;
+    tiles keep the source's aspect, shrunk so the whole grid is at most max_width wide, even sides."""
+    import math
+
+    cols = count if count <= 4 else math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    scale = min(1.0, max_width / (cols * width))
+    return cols, rows, max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def assemble_grid(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
+                  force: bool = False, on_ready: Callable[[], None] | None = None,
+                  rounds: int | None = None) -> AssembleResult:
+    """RUN/dream_grid.mp4: the frames, then every telephone round (or the first `rounds`), side by
+    side (left to right, then top to bottom when there are more than four), with the source's sound."""
+    a = settings.assemble
+    tl = timeline(run)
+    folders = ["frames", *round_folders(run)[:rounds]]
+    if len(folders) < 2:
+        raise UserError(f"{run.root} has no dreams yet; run `video2dream generate` or `video2dream telephone` first")
+    paths = {f: image_paths(run, f, tl.names) for f in folders}
+    audio = audio_source(run, a.audio)
+    dest = Path(output or a.output or run.root / "dream_grid.mp4")
+    if dest.is_dir():
+        raise UserError(f"output {dest} is a folder; give a file name such as {dest / 'dream_grid.mp4'}")
+    cols, rows, tw, th = grid_layout(len(folders), tl.width, tl.height)
+    key = stable_hash(
+        [(p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns) for ps in paths.values() for p in ps],
+        a.transition, a.out_fps, a.crf, str(dest.resolve()), media.fingerprint(audio) if audio else None,
+        tl.duration, cols, rows, tw, th,
+    )
+    if on_ready:
+        on_ready()
+    done = run.read_record("assemble-grid")
+    if not force and done and done.get("key") == key and dest.is_file():
+        return AssembleResult(dest, None, True, str(audio) if audio else None, tl.duration)
+    run.ensure()
+    scripts = []
+    for f in folders:
+        script = run.state_dir / f"grid-{f}.ffconcat"
+        with atomic_path(script) as tmp:
+            tmp.write_text(concat_script(paths[f], tl.times, tl.duration), encoding="utf-8")
+        scripts.append(script)
+    tile = Timeline(tl.names, tl.times, tl.duration, tl.source_start, tw, th)
+    each = _video_filters(tile, a.out_fps, a.transition)
+    graph = "".join(f"[{n}:v]{each}[t{n}];" for n in range(len(folders)))
+    labels = "".join(f"[t{n}]" for n in range(len(folders)))
+    if rows == 1:
+        graph += f"{labels}hstack=inputs={len(folders)}[v]"
+    else:
+        cells = "|".join(f"{(n % cols) * tw}_{(n // cols) * th}" for n in range(len(folders)))
+        graph += f"{labels}xstack=inputs={len(folders)}:layout={cells}:fill=black[v]"
+    _encode(scripts, graph, audio, tl, settings, dest, "grid")
+    run.write_record("assemble-grid", {"key": key, "output": str(dest), "folders": folders,
+                                       "duration": tl.duration})
+    return AssembleResult(dest, None, False, str(audio) if audio else None, tl.duration)
+
+
+def slideshow(paths: list[Path], hold: float, crossfade: float, width: int, height: int, dest: Path,
+              settings: Settings, script: Path) -> float:
+    """Still images, each shown `hold` seconds, the last `crossfade` seconds of each fading into the
+    next (0: cuts), no sound, scaled to cover width x height (made even) -> dest. Returns seconds."""
+    times: list[float] = []
+    shown: list[Path] = []
+    for k, path in enumerate(paths):
+        times.append(k * hold)
+        shown.append(path)
+        if crossfade > 0 and k < len(paths) - 1:
+            # The same picture again where the fade starts: the blend between two copies of one
+            # picture is that picture, so it holds still until then, then fades into the next.
+            times.append((k + 1) * hold - crossfade)
+            shown.append(path)
+    duration = len(paths) * hold
+    tl = Timeline([p.name for p in shown], times, duration, 0.0, max(2, width // 2 * 2), max(2, height // 2 * 2))
+    with atomic_path(script) as tmp:
+        tmp.write_text(concat_script(shown, times, duration), encoding="utf-8")
+    graph = f"[0:v]{_video_filters(tl, settings.assemble.out_fps, 'crossfade' if crossfade > 0 else 'cut')}[v]"
+    _encode([script], graph, None, tl, settings, dest, dest.name)
+    return duration
 
 
 def mux_audio(run: RunFolder, source: str | os.PathLike[str], video: Path | None = None) -> Path:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..progress import progress_bar, say
@@ -20,6 +21,9 @@ from ..runfolder import RunFolder, write_text
 from ..settings import Settings, stable_hash
 from ..tables import read_frames
 from .interrogate import read_prompts
+
+if TYPE_CHECKING:
+    from ..models.cache import ModelCache
 
 KEY_CHUNK = "video2dream"
 
@@ -93,6 +97,13 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     return jobs, (width, height)
 
 
+def check_device(settings: Settings) -> None:
+    """--device and --dtype as this machine can honour them (no CUDA here: a clear error)."""
+    from ..models.devices import pick_device, pick_dtype
+
+    pick_dtype(settings.dtype, pick_device(settings.device))
+
+
 def is_current(path: Path, key: str) -> bool:
     from ..pngmeta import read_png_text
 
@@ -103,8 +114,10 @@ def is_current(path: Path, key: str) -> bool:
 
 
 def generate(run: RunFolder, settings: Settings, force: bool = False,
-             on_ready: Callable[[], None] | None = None) -> GenerateResult:
+             on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> GenerateResult:
+    """models: a cache to take the painter from (and leave it in); by default it loads here."""
     jobs, (width, height) = plan(run, settings)
+    check_device(settings)  # even with nothing to paint: never save a --device that cannot work
     todo = [j for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:
@@ -112,9 +125,9 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
             on_ready()
         return result
     g = settings.generate
-    from ..models.painter import Painter
+    from ..models.cache import ModelCache
 
-    painter = Painter(g.model, settings.device, settings.dtype, scheduler=g.scheduler, lora=g.lora, vae=g.vae)
+    painter = (models or ModelCache()).painter(settings)
     if on_ready:
         on_ready()
     run.remove_temporaries()

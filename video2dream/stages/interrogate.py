@@ -21,6 +21,8 @@ from ..tables import PROMPTS_COLUMNS, read_csv, read_frames, write_csv
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..models.cache import ModelCache
+
 FIX = "delete prompts.csv and run `video2dream interrogate` to write it again"
 
 
@@ -70,7 +72,8 @@ def row_states(df: pd.DataFrame, keys: dict[str, str]) -> dict[str, str]:
 
 
 def interrogate(run: RunFolder, settings: Settings, force: bool = False,
-                on_ready: Callable[[], None] | None = None) -> InterrogateResult:
+                on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> InterrogateResult:
+    """models: a cache to take the models from (and leave them in); by default they load here."""
     import pandas as pd
 
     run.require()
@@ -78,10 +81,13 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     names = frames["filename"].tolist()
     times = dict(zip(names, frames["time"].tolist(), strict=True))
     keys = row_keys(run, settings, names)
+    from .generate import check_device
+
+    check_device(settings)  # even with nothing to do: never save a --device that cannot work
     df = read_prompts(run) if run.prompts_csv.exists() else pd.DataFrame(columns=PROMPTS_COLUMNS)
     states = row_states(df, keys)
     result = InterrogateResult()
-    result.dropped = [n for n, s in states.items() if s == "orphan" or (s == "edited" and n not in keys)]
+    result.dropped = [n for n, s in states.items() if s == "orphan"]
     result.kept_edited = [] if force else [n for n in names if states.get(n) == "edited"]
     todo = [n for n in names if states.get(n) != "current" and n not in result.kept_edited]
     if force:
@@ -102,16 +108,11 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
         return result
 
     i = settings.interrogate
-    from ..models.captioner import Captioner
+    from ..models.cache import ModelCache
 
-    captioner = Captioner(i.caption_model, settings.device, settings.dtype)
-    interrogator = None
-    if i.mode != "caption":
-        from ..models.interrogator import Interrogator
-
-        interrogator = Interrogator(i.clip_model, captioner, settings.device, settings.dtype,
-                                    chunk_size=i.chunk_size,
-                                    flavor_intermediate_count=i.flavor_intermediate_count)
+    models = models or ModelCache()
+    captioner = models.captioner(settings)
+    interrogator = models.interrogator(settings) if i.mode != "caption" else None
     if on_ready:
         on_ready()
     from PIL import Image
