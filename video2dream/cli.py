@@ -62,16 +62,22 @@ TELEPHONE: list[Option] = [
      "how many times the picture goes round (default 10); for a video, rounds over every frame"),
     (("--mode",), "telephone.mode", str,
      "caption (default: the BLIP caption alone, as the original game), fast, classic, best or negative"),
-    (("--stop-at-fixed-point",), "telephone.stop_at_fixed_point", "flag",
-     "end the chain when a caption repeats an earlier one"),
     (("--hold",), "telephone.hold", float, "seconds each step is shown in chain.mp4 (default 1)"),
     (("--crossfade",), "telephone.crossfade", float,
      "seconds at the end of each hold spent fading into the next step (default 0: cuts)"),
+    (("--strip-height",), "telephone.strip_height", int, "height of each picture in chain_strip.png (default 256)"),
 ]
 # The chain's --steps is its length: SDXL's denoising steps are --steps-per-image here.
+_TELEPHONE_HELP = {
+    "generate.steps": (("--steps-per-image",), "SDXL denoising steps per picture (default 30)"),
+    "generate.seed": (("--seed",), "base seed: step K paints with seed + K (default 0)"),
+    "generate.seed_mode": (("--seed-mode",), "per-frame (seed + step; a video: + frame number) or fixed"),
+    "generate.strength": (("--strength",), "img2img from the previous step's picture with this strength (0-1]"),
+    "generate.negative_prompt": (("--negative-prompt",), "added to every step's negative prompt"),
+}
 TELEPHONE_GENERATE: list[Option] = [
-    ((("--steps-per-image",), path, kind, "SDXL denoising steps per picture (default 30)")
-     if path == "generate.steps" else (flags, path, kind, text))
+    (*_TELEPHONE_HELP[path][:1], path, kind, _TELEPHONE_HELP[path][1]) if path in _TELEPHONE_HELP
+    else (flags, path, kind, text)
     for flags, path, kind, text in GENERATE
 ]
 MODELS: list[Option] = [
@@ -173,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "each image of a folder, or every frame of a video")
     p.add_argument("video", metavar="INPUT", help="an image, a folder of images, or a video")
     p.add_argument("-o", "--output", dest="run_dir", metavar="OUT_DIR", required=True)
-    _add_options(p, TELEPHONE + INTERROGATE[1:] + TELEPHONE_GENERATE + EXTRACT + MODELS)
+    _add_options(p, TELEPHONE[:2])
+    p.add_argument("--stop-at-fixed-point", dest="set:telephone.stop_at_fixed_point", default=None,
+                   action=argparse.BooleanOptionalAction,
+                   help="end the chain when a caption repeats an earlier one (default: go on)")
+    _add_options(p, TELEPHONE[2:] + INTERROGATE[1:] + TELEPHONE_GENERATE + EXTRACT + MODELS)
     _add_config(p)
     p.add_argument("--force", action="store_true",
                    help="start over, also when OUT_DIR holds a chain made with other settings")
@@ -223,7 +233,8 @@ def dispatch(args: argparse.Namespace) -> int:
         run.require()  # before the lock, which would create the folder
     if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
         raise UserError("give --round or --from, not both")
-    if args.command == "telephone" and (getattr(args, "set:generate.steps") or 1) < 1:
+    if args.command == "telephone" and getattr(args, "set:generate.steps") is not None \
+            and getattr(args, "set:generate.steps") < 1:
         raise UserError("--steps-per-image must be >= 1")
     settings = settings_for(run, args)
     with run.lock():

@@ -60,6 +60,13 @@ def do_assemble(run: RunFolder, settings: Settings, args: argparse.Namespace) ->
         return
     if getattr(args, "round", None) is not None:  # one telephone round: --round K is --from dreams_rKK
         settings = replace_section(settings, "assemble", source=round_folder(args.round))
+        if not (run.root / settings.assemble.source).is_dir():
+            from .errors import UserError
+            from .stages.assemble import round_folders
+
+            have = len(round_folders(run))
+            raise UserError(f"{run.root} has no telephone round {args.round} (it has {have}); play more rounds "
+                            f"with `video2dream telephone VIDEO -o {run.root} --steps {args.round}`")
     r = assemble(run, settings, force=args.force, on_ready=_saver(run, settings))
     sound = f"sound from {Path(r.audio).name}" if r.audio else "no sound"
     extra = f" and {r.side_by_side}" if r.side_by_side else ""

@@ -80,6 +80,7 @@ class TelephoneSettings:
     stop_at_fixed_point: bool = False
     hold: float = 1.0  # seconds each step is shown in chain.mp4
     crossfade: float = 0.0  # seconds of each hold spent fading into the next step
+    strip_height: int = 256  # pixels of each picture's height in chain_strip.png
 
 
 @dataclass
@@ -234,6 +235,8 @@ def _validate_telephone(t: TelephoneSettings) -> None:
     _check(_num(t.hold) and t.hold > 0, f"--hold must be a positive number of seconds, got {t.hold!r}")
     _check(_num(t.crossfade) and 0 <= t.crossfade < t.hold,
            f"--crossfade must be >= 0 and shorter than --hold ({t.hold} s), got {t.crossfade!r}")
+    _check(isinstance(t.strip_height, int) and 64 <= t.strip_height <= 4096,
+           f"--strip-height must be a whole number of pixels from 64 to 4096, got {t.strip_height!r}")
 
 
 def _num(value: Any) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,7 +179,8 @@ def drift_plot(xs: Sequence[int], series: dict[str, Sequence[float | None]], des
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
-    fig = Figure(figsize=(min(16.0, max(7.0, 0.35 * len(xs) + 4)), 4.2), dpi=100)
+    width = min(16.0, max(7.0, 0.35 * len(xs) + 4))
+    fig = Figure(figsize=(width, 4.2), dpi=100)
     ax = fig.add_subplot()
     low = 0.0
     styles = ["o-", "s--", "^:"]
@@ -202,7 +204,7 @@ def drift_plot(xs: Sequence[int], series: dict[str, Sequence[float | None]], des
     ax.legend(loc="lower left", fontsize=8)
     fig.suptitle(title, fontsize=11)
     if subtitle:
-        ax.set_title(subtitle, fontsize=8, color="dimgrey")
+        ax.set_title(textwrap.fill(subtitle, int(width * 14)), fontsize=8, color="dimgrey")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

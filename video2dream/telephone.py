@@ -69,6 +69,11 @@ def input_kind(path: Path) -> str:
     media.check_input_file(path, "input")
     if is_image(path):
         return "image"
+    from PIL import Image
+
+    if path.suffix.lower() in Image.registered_extensions():
+        raise UserError(f"{path} is not an image Pillow can open (corrupt, cut short, or not really a "
+                        f"{path.suffix} file?); give an image, a folder of images, or a video")
     try:
         media.probe(path)
     except UserError as e:
@@ -234,8 +239,9 @@ def _check_same_chain(run: RunFolder, key: str, parts: dict[str, Any], force: bo
     if record and record.get("key") != key:
         changed = _changes(record.get("parts") or {}, parts)
         what = "; ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-        raise UserError(f"{run.root} holds a telephone chain made with other settings ({what or 'unknown'}); "
-                        "give another -o folder, or add --force to start this chain over")
+        raise UserError(f"{run.root} holds a telephone chain made from another input or with other settings "
+                        f"(changed: {what or 'unknown'}); give another -o folder, or add --force to start "
+                        "this chain over")
     first = run.root / step_name(0)
     if not record and first.is_file() and read_step(first, key, 0) is None:
         raise UserError(f"{run.root} holds a step_000.png of another chain (or not of a chain); "
@@ -319,7 +325,7 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     fixed = next(((r.step, r.repeats_step) for r in rows if r.repeats_step is not None), None)
     target = min(t.steps, fixed[0]) if fixed and t.stop_at_fixed_point else t.steps
 
-    outputs_key = stable_hash(key, target, t.hold, t.crossfade, i.clip_model, settings.assemble.out_fps,
+    outputs_key = stable_hash(key, target, t.hold, t.crossfade, t.strip_height, i.clip_model, settings.assemble.out_fps,
                               settings.assemble.crf, str(source.name))
     done = folder.read_record("telephone-outputs") or {}
     if (len(rows) > target and done.get("key") == outputs_key
@@ -440,7 +446,8 @@ def describe(settings: Settings) -> str:
     """Which models made it: printed on the strip and the plot (so tiny-preset output says so)."""
     i, g = settings.interrogate, settings.generate
     clip = f", CLIP {i.clip_model}" if i.mode != "caption" else ""
-    return f"BLIP {i.caption_model}{clip} (mode {i.mode}), SDXL {g.model} ({g.steps} steps)"
+    tiny = " [tiny random test models: the pictures are noise]" if "tiny:" in i.caption_model + g.model else ""
+    return f"BLIP {i.caption_model}{clip} (mode {i.mode}), SDXL {g.model} ({g.steps} steps){tiny}"
 
 
 def _write_outputs(folder: RunFolder, rows: list[Step], images: list[Image.Image], settings: Settings,
@@ -453,7 +460,8 @@ def _write_outputs(folder: RunFolder, rows: list[Step], images: list[Image.Image
     last = rows[-1].step
     labels = ["0 (input)"] + [f"step {r.step}" for r in rows[1:]]
     title = f"{name}: the telephone game, {last} step(s) - {describe(settings)}"
-    save_strip(make_strip(images, [r.caption for r in rows], labels, title=title), root / "chain_strip.png")
+    save_strip(make_strip(images, [r.caption for r in rows], labels, title=title, tile_height=t.strip_height),
+               root / "chain_strip.png")
     mark = (fixed[0], f"caption repeats step {fixed[1]}") if fixed else None
     drift_plot([r.step for r in rows],
                {"picture vs the original": [r.clip_to_original for r in rows],
