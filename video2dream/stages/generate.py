@@ -104,10 +104,19 @@ def check_device(settings: Settings) -> None:
     pick_dtype(settings.dtype, pick_device(settings.device))
 
 
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
 def is_current(path: Path, key: str) -> bool:
+    """Whether path is a whole PNG carrying key. The key is near the start of the file, so a file
+    cut short (a full disk, a copy stopped halfway) would still carry it: check the end too."""
     from ..pngmeta import read_png_text
 
     try:
+        with open(path, "rb") as f:
+            f.seek(-len(_PNG_END), os.SEEK_END)
+            if f.read() != _PNG_END:
+                return False
         return read_png_text(path).get(KEY_CHUNK) == key
     except Exception:  # missing or corrupt: paint it again
         return False

@@ -52,6 +52,10 @@ def read_prompts(run: RunFolder) -> pd.DataFrame:
     for column in PROMPTS_COLUMNS:
         if column not in df.columns:
             df[column] = ""
+    for column in ("prompt", "negative_prompt"):
+        # An editor that saves CRLF line ends (Notepad) puts them inside multi-line cells too: the
+        # same words, so the same prompt (and no repaint).
+        df[column] = df[column].str.replace("\r\n", "\n", regex=False).str.replace("\r", "\n", regex=False)
     return df
 
 
