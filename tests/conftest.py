@@ -55,3 +55,28 @@ def samples() -> Path:
     if not SAMPLES.is_dir():
         pytest.skip("../shared/samples is absent")
     return SAMPLES
+
+
+def run_ffmpeg(*args: str | Path) -> bytes:
+    """Run ffmpeg with these arguments (quietly, overwriting); its stdout."""
+    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
+    return subprocess.run(cmd, check=True, capture_output=True).stdout
+
+
+def cli(*args: str | Path) -> int:
+    """Run the command line in-process; its exit code."""
+    from video2dream.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file and folder under path (hidden ones too), or path itself, with its bytes."""
+    if path.is_file():
+        return {".": path.read_bytes()}
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(path.rglob("*"))}

@@ -9,30 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ffmpeg, make_clip
+from conftest import cli, ffmpeg, make_clip, run_ffmpeg
 from PIL import Image
 
 from video2dream import media
-from video2dream.cli import main
 
 X264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
 GREY = "color=black:size=64x48:rate=10:duration=3,format=rgb24,geq=r='N*8':g='N*8':b='N*8'"
 # Silence with a 1 kHz beep from 1.5 s to 1.6 s of the file.
 BEEP = "aevalsrc='if(between(t,1.5,1.6),sin(2*PI*1000*t),0)':sample_rate=44100:duration=3"
 OUT_FPS = 30.0
-
-
-def cli(*args: str | Path) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def run_ffmpeg(*args: str | Path) -> bytes:
-    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
-    return subprocess.run(cmd, check=True, capture_output=True).stdout
 
 
 def info(path: Path) -> str:

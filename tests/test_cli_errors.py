@@ -9,27 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_clip
+from conftest import ROOT, cli, make_clip, snapshot
 
-from video2dream.cli import EXAMPLES, main
-
-
-def cli(*args: str | Path) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def snapshot(path: Path) -> dict[str, bytes]:
-    """Every file under path (or path itself) with its bytes; folders as empty entries."""
-    if path.is_file():
-        return {".": path.read_bytes()}
-    return {
-        str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>")
-        for p in sorted(path.rglob("*"))
-    }
+from video2dream.cli import EXAMPLES
 
 
 @dataclass

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ffmpeg, make_clip
+from conftest import cli, ffmpeg, make_clip
+from conftest import run_ffmpeg as ffmpeg_run
 from PIL import Image
 
-from video2dream.cli import main
 from video2dream.stages.extract import sample_times
 
 # A 3 s clip at 10 fps whose frame N is solid grey N*8 (so a pixel tells which frame was taken),
@@ -21,20 +21,6 @@ GREY = "color=black:size=64x48:rate=10:duration=3,format=rgb24,geq=r='N*8':g='N*
 X264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
-
-
-def cli(*args: str | Path) -> int:
-    """Run the command line in-process; its exit code."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def ffmpeg_run(*args: str | Path) -> None:
-    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
-    subprocess.run(cmd, check=True)
 
 
 def rows(run: Path) -> list[tuple[str, float]]:

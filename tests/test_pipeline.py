@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, make_clip
+from conftest import ROOT, make_clip, snapshot
 from PIL import Image
 
 from video2dream import media
@@ -86,12 +86,6 @@ def pixels(png: Path) -> np.ndarray:
 
 def prompts(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "prompts.csv", dtype=str, keep_default_na=False)
-
-
-def snapshot(path: Path) -> dict[str, bytes]:
-    """Every file and folder under path (hidden ones too) with its bytes."""
-    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>")
-            for p in sorted(path.rglob("*"))}
 
 
 def leftovers(run: Path) -> list[str]:

@@ -15,24 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_clip
+from conftest import ROOT, cli, make_clip
 from PIL import Image
 
 from video2dream import media
-from video2dream.cli import EXAMPLES, main
+from video2dream.cli import EXAMPLES
 from video2dream.pngmeta import parse_parameters, read_parameters
 from video2dream.strip import MARGIN, make_strip, strip_captions, tile_sizes
 from video2dream.telephone import load_image
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str | Path) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def rows(folder: Path, name: str = "chain.csv") -> list[dict[str, str]]:

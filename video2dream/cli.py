@@ -47,6 +47,9 @@ GENERATE: list[Option] = [
     (("--height",), "generate.height", int, "dream height"),
     (("--lora",), "generate.lora", str, "LoRA weights: ID_OR_PATH[:SCALE]"),
     (("--vae",), "generate.vae", str, "a replacement VAE id or folder (e.g. madebyollin/sdxl-vae-fp16-fix)"),
+    (("--preview-vae",), "generate.preview_vae", str,
+     "a tiny AutoencoderTiny VAE for fast previews (e.g. madebyollin/taesdxl; softer pictures)"),
+    (("--compile",), "generate.compile", "flag", "torch.compile the UNet (pays off on a GPU for long runs)"),
 ]
 GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames per pipeline call (default 1)")
 ASSEMBLE: list[Option] = [

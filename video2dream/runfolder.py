@@ -129,6 +129,8 @@ class RunFolder:
         else:
             raise UserError(f"could not take the lock {path}; delete it if no video2dream command is running")
         try:
+            # With the lock held no other command writes here: every *.tmp-* is a killed write's.
+            self.remove_temporaries()
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -171,6 +173,10 @@ def temp_path(dest: Path) -> Path:
     return dest.with_name(f"{dest.stem}{TMP_MARK}{secrets.token_hex(4)}{dest.suffix}")
 
 
+# A failed write the user can act on (a full disk or quota, a bad disk, permissions, a size limit).
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed onto dest, on error removed."""
@@ -187,8 +193,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EIO, errno.EACCES, errno.EROFS):
-            raise UserError(f"could not write {dest}: {e.strerror}; free space or fix permissions, then rerun") from e
+        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
+            raise UserError(f"could not write {dest}: {e.strerror}; free space or fix permissions, then rerun; "
+                            "the files written before it are kept") from e
         raise
 
 

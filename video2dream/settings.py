@@ -58,6 +58,25 @@ class GenerateSettings:
     batch_size: int = 1
     lora: str | None = None
     vae: str | None = None
+    preview_vae: str | None = None  # an AutoencoderTiny (madebyollin/taesdxl): fast, softer decode
+    compile: bool = False  # torch.compile the UNet: a speed knob, not part of a dream's key
+
+
+# Settings that change speed only, or that were added later and are left out of keys while unset
+# (so that dreams and chains made before they existed stay current).
+GENERATE_SPEED_ONLY = ("compile",)
+GENERATE_NEW_IF_UNSET = ("preview_vae",)
+
+
+def generate_key_fields(g: GenerateSettings) -> dict[str, Any]:
+    """generate's settings as a dict for keys: speed-only knobs out, later additions out while unset."""
+    d = asdict(g)
+    for name in GENERATE_SPEED_ONLY:
+        d.pop(name, None)
+    for name in GENERATE_NEW_IF_UNSET:
+        if d.get(name) is None:
+            d.pop(name, None)
+    return d
 
 
 @dataclass
@@ -216,6 +235,8 @@ def validate(s: Settings) -> None:
         )
     _check((g.width is None) == (g.height is None), "give --width and --height together")
     _check(isinstance(g.batch_size, int) and g.batch_size >= 1, "--batch-size must be >= 1")
+    _check(isinstance(g.compile, bool), f"generate.compile must be true or false, got {g.compile!r}")
+    _check(not (g.vae and g.preview_vae), "give --vae or --preview-vae, not both")
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
            "--from must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02")
     _check(a.transition in ("cut", "crossfade"), "--transition must be 'cut' or 'crossfade'")

@@ -198,7 +198,9 @@ def chain_key(settings: Settings, fingerprint: str, size: tuple[int, int]) -> tu
     if i["mode"] == "caption":  # CLIP is then only used for the drift figures, made fresh each time
         i.pop("clip_model")
         i.pop("flavor_intermediate_count")
-    g = dataclasses.asdict(settings.generate)
+    from .settings import generate_key_fields
+
+    g = generate_key_fields(settings.generate)  # asdict, less speed-only and unset new knobs
     for gone in ("batch_size", "pixels", "width", "height"):  # the size is given as such
         g.pop(gone)
     parts = {"input": fingerprint, "size": list(size), "interrogate": i, "generate": g,

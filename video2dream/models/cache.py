@@ -111,9 +111,11 @@ class ModelCache:
         from .painter import Painter
 
         g = settings.generate
-        key = (g.model, g.scheduler, g.lora, g.vae, settings.device, settings.dtype)
-        return self._get("painter", key, lambda: Painter(g.model, settings.device, settings.dtype,
-                                                         scheduler=g.scheduler, lora=g.lora, vae=g.vae))
+        key = (g.model, g.scheduler, g.lora, g.vae, g.preview_vae, g.compile, settings.device,
+               settings.dtype)
+        return self._get("painter", key, lambda: Painter(
+            g.model, settings.device, settings.dtype, scheduler=g.scheduler, lora=g.lora, vae=g.vae,
+            preview_vae=g.preview_vae, compile=g.compile))
 
     def clear(self) -> None:
         from .devices import free_memory

@@ -19,6 +19,7 @@ from ..errors import UserError
 # name -> (module, builder); a builder takes an empty folder and fills it.
 TINY_MODELS: dict[str, tuple[str, str]] = {
     "tiny:sdxl": ("video2dream.models.tiny_sdxl", "build_tiny_sdxl"),
+    "tiny:taesdxl": ("video2dream.models.tiny_sdxl", "build_tiny_taesdxl"),  # for --preview-vae
     "tiny:blip": ("video2dream.models.tiny", "build_tiny_blip"),
     "tiny:clip": ("video2dream.models.tiny", "build_tiny_clip"),
 }

@@ -184,3 +184,16 @@ def build_tiny_sdxl(dest: Path) -> None:
             hf_logging.enable_progress_bar()
     for sub in ("tokenizer", "tokenizer_2"):
         _write_hub_tokenizer_files(dest / sub, vocab, merges)
+
+
+def build_tiny_taesdxl(dest: Path) -> None:
+    """A tiny AutoencoderTiny (TAESD's architecture, as madebyollin/taesdxl), for --preview-vae."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(SEED)
+    tae = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
+                          decoder_block_out_channels=(8, 8, 8, 8),
+                          num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+                          latent_channels=4)
+    tae.save_pretrained(Path(dest))

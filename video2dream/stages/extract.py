@@ -20,9 +20,9 @@ from pathlib import Path
 from .. import media
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runfolder import TMP_MARK, RunFolder, temp_path
+from ..runfolder import TMP_MARK, RunFolder, atomic_path, temp_path
 from ..settings import Settings, stable_hash
-from ..tables import frames_table, read_frames, write_csv
+from ..tables import frames_table, read_frames
 
 # Demuxers whose seek lands on a keyframe at or before the wanted time (they keep an index). Others
 # (MPEG-TS and PS, raw streams) may land past it, so the frames before the next keyframe would be
@@ -48,13 +48,35 @@ def source_record(run: RunFolder) -> dict | None:
     return run.read_record("source")
 
 
-def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool) -> None:
+def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool) -> bool:
+    """Whether run holds the work of another video (or of this path before the file changed);
+    refused unless force."""
     previous = source_record(run)
-    if previous and previous.get("fingerprint") != fingerprint and not force:
-        raise UserError(
-            f"{run.root} holds the frames of another video ({previous.get('path')}); "
-            "use a new run folder, or add --force to start this one over"
-        )
+    other = bool(previous) and previous.get("fingerprint") != fingerprint
+    if other and not force:
+        same_path = previous.get("path") == str(video)
+        what = f"{video} has changed since it was extracted" if same_path else \
+            f"it holds the frames of another video ({previous.get('path')})"
+        raise UserError(f"{run.root}: {what}; use a new run folder, or add --force to start this one over")
+    return other
+
+
+# What a run folder holds that was made from its video; --force with another video removes it all,
+# so no prompt, dream or video of the old one can pass for the new one's.
+DERIVED = ("prompts.csv", "prompts_r*.csv", "truncated.csv", "dreams", "dreams_r*", "dream*.mp4",
+           "drift.csv", "drift.png")
+
+
+def start_over(run: RunFolder) -> None:
+    for pattern in DERIVED:
+        for path in run.root.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    for record in run.state_dir.glob("*.json"):
+        if record.stem not in ("source", "settings"):
+            record.unlink()
 
 
 def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, force: bool = False,
@@ -62,7 +84,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     video = Path(video)
     probe = media.probe(video)  # fails before anything in the run folder is touched
     fingerprint = media.fingerprint(video)
-    check_same_source(run, video, fingerprint, force)
+    other_video = check_same_source(run, video, fingerprint, force)
     ex = settings.extract
     start = ex.start or 0.0
     end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
@@ -71,6 +93,8 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     key = stable_hash(fingerprint, ex.fps, start, end)
     if on_ready:
         on_ready()
+    if other_video:
+        start_over(run)
     done = run.read_record("extract")
     if not force and done and done.get("key") == key and _frames_present(run, done.get("frames", 0)):
         return ExtractResult(done["frames"], True, done["width"], done["height"])
@@ -133,13 +157,24 @@ def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fp
 
 
 def _swap_in(run: RunFolder, work: Path, table) -> None:
-    """Replace frames/ and frames.csv with the new ones; the extract record is written last."""
-    run.clear_record("extract")
+    """Replace frames/ and frames.csv with the new ones; the extract record is written last.
+
+    frames.csv is written (and synced) to its temporary name first, so a failed write (a full disk)
+    leaves the old frames and frames.csv exactly as they were."""
+    import io
+
+    buf = io.StringIO()
+    table.to_csv(buf, index=False, lineterminator="\n")
     old = None
-    if run.frames_dir.exists():
-        old = temp_path(run.frames_dir)
-        os.replace(run.frames_dir, old)
-    os.replace(work, run.frames_dir)
-    write_csv(run.frames_csv, table)
+    with atomic_path(run.frames_csv) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue().encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        run.clear_record("extract")
+        if run.frames_dir.exists():
+            old = temp_path(run.frames_dir)
+            os.replace(run.frames_dir, old)
+        os.replace(work, run.frames_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,6 @@ painted again. PNGs are encoded and written on a separate thread while the model
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,7 +82,9 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     g = settings.generate
     width, height = dream_size(run, settings)
     extract_key = (run.read_record("extract") or {}).get("key")
-    shared = dataclasses.asdict(g)
+    from ..settings import generate_key_fields
+
+    shared = generate_key_fields(g)  # as dataclasses.asdict(g), less speed-only and unset new knobs
     for irrelevant in ("batch_size", "negative_prompt", "seed", "seed_mode", "pixels"):
         shared.pop(irrelevant)  # per-frame values or speed knobs, hashed per job below
     jobs = []
@@ -104,20 +105,13 @@ def check_device(settings: Settings) -> None:
     pick_dtype(settings.dtype, pick_device(settings.device))
 
 
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
-
-
 def is_current(path: Path, key: str) -> bool:
-    """Whether path is a whole PNG carrying key. The key is near the start of the file, so a file
-    cut short (a full disk, a copy stopped halfway) would still carry it: check the end too."""
-    from ..pngmeta import read_png_text
+    """Whether path is a whole, undamaged PNG carrying key. The key is near the start of the file, so
+    a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk."""
+    from ..pngmeta import png_intact, read_png_text
 
     try:
-        with open(path, "rb") as f:
-            f.seek(-len(_PNG_END), os.SEEK_END)
-            if f.read() != _PNG_END:
-                return False
-        return read_png_text(path).get(KEY_CHUNK) == key
+        return png_intact(path) and read_png_text(path).get(KEY_CHUNK) == key
     except Exception:  # missing or corrupt: paint it again
         return False
 
