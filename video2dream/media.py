@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -67,8 +69,17 @@ def run_ffmpeg(
         if code != 0:
             err.seek(0)
             lines = [ln for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-            detail = "; ".join(lines[-3:]) or f"exit code {code}"
+            detail = "; ".join(lines[-3:]) or _exit_reason(code)
             raise UserError(f"ffmpeg could not {what}: {detail}")
+
+
+def _exit_reason(code: int) -> str:
+    """'exit code 1', or for a killed ffmpeg the signal, e.g. SIGXFSZ (File size limit exceeded)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            sig = signal.Signals(-code)
+            return f"killed by {sig.name} ({signal.strsignal(sig) or 'a signal'})"
+    return f"exit code {code}"
 
 
 @dataclass

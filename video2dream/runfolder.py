@@ -129,8 +129,10 @@ class RunFolder:
         else:
             raise UserError(f"could not take the lock {path}; delete it if no video2dream command is running")
         try:
-            # With the lock held no other command writes here: every *.tmp-* is a killed write's.
-            self.remove_temporaries()
+            # With the lock held no other command writes here: every *.tmp-* is a killed write's
+            # (only in a run folder: a folder that merely becomes one holds nobody's leftovers).
+            if not fresh_state:
+                self.remove_temporaries()
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -193,10 +195,15 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
-            raise UserError(f"could not write {dest}: {e.strerror}; free space or fix permissions, then rerun; "
-                            "the files written before it are kept") from e
+        raise_write_error(dest, e)
         raise
+
+
+def raise_write_error(dest: Path, e: BaseException) -> None:
+    """A failed write the user can act on as a short UserError naming the file; others unchanged."""
+    if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
+        raise UserError(f"could not write {dest}: {e.strerror}; free space or fix permissions, then rerun; "
+                        "the files written before it are kept") from e
 
 
 def _fsync(path: Path) -> None:

@@ -262,7 +262,8 @@ class Interrogator:
                   least like the image (flavors and its negative list).
         Image features are computed for the whole batch in one forward and ranking is batched;
         best and negative then run one greedy chain per image (the slow part: each step encodes
-        up to flavor_intermediate_count prompts with CLIP's text tower).
+        up to flavor_intermediate_count prompts with CLIP's text tower; their shared token prefix
+        is encoded once, see `chain`).
         """
         if mode not in MODES:
             raise UserError(f"unknown interrogate mode '{mode}' (choose from {', '.join(MODES)})")
@@ -329,9 +330,9 @@ class Interrogator:
         prompts = []
         for i, caption in enumerate(captions):
             feature = features[i:i + 1]
-            chained = self.ci.chain(
+            chained = self.chain(
                 feature, ranked[i], caption, self.ci.similarity(feature, caption),
-                min_count=MIN_FLAVORS, max_count=MAX_FLAVORS, desc="Flavor chain",
+                min_count=MIN_FLAVORS, max_count=MAX_FLAVORS,
             )
             candidates = [caption, classic[i], fast[i], chained]
             prompts.append(candidates[int(np.argmax(self.ci.similarities(feature, candidates)))])
@@ -340,5 +341,113 @@ class Interrogator:
     def _negative(self, feature: torch.Tensor, least_like: list[str]) -> str:
         """The package's interrogate_negative, on a precomputed feature and flavor ranking."""
         phrases = least_like + self.ci.negative.labels
-        return self.ci.chain(feature, phrases, max_count=MAX_FLAVORS, reverse=True,
-                             desc="Negative chain")
+        return self.chain(feature, phrases, max_count=MAX_FLAVORS, reverse=True)
+
+    # -- the greedy chain, with the candidates' shared prefix encoded once ---------------------
+
+    def chain(
+        self, feature: torch.Tensor, phrases: list[str], best_prompt: str = "", best_sim: float = 0,
+        min_count: int = 8, max_count: int = 32, reverse: bool = False,
+    ) -> str:
+        """The package's `Interrogator.chain`, step for step (the same set, the same order, the
+        same similarity calls), except that each step's candidates `curr_prompt, phrase` are
+        ranked by `_rank_top`, which encodes their shared token prefix once: CLIP's text tower is
+        causal, so the prefix's activations do not depend on what follows it."""
+        from clip_interrogator.clip_interrogator import _prompt_at_max_len
+
+        if not self._prefix_ok():
+            return self.ci.chain(feature, phrases, best_prompt, best_sim, min_count=min_count,
+                                 max_count=max_count, reverse=reverse, desc="Chaining")
+        ci = self.ci
+        phrases = set(phrases)
+        if not best_prompt:
+            best_prompt = self._rank_top(feature, [f for f in phrases], reverse=reverse)
+            best_sim = ci.similarity(feature, best_prompt)
+            phrases.remove(best_prompt)
+        curr_prompt, curr_sim = best_prompt, best_sim
+        for idx in range(max_count):
+            best = self._rank_top(feature, [f"{curr_prompt}, {f}" for f in phrases], reverse=reverse)
+            flave = best[len(curr_prompt) + 2:]
+            prompt = curr_prompt + ", " + flave
+            sim = ci.similarity(feature, prompt)
+            if reverse:
+                sim = -sim
+            if sim > best_sim:
+                best_prompt, best_sim = prompt, sim
+            if not (sim > curr_sim or idx < min_count):
+                break
+            curr_prompt, curr_sim = prompt, sim
+            if _prompt_at_max_len(curr_prompt, self.tokenize):
+                break
+            phrases.remove(flave)
+        return best_prompt
+
+    def _prefix_ok(self) -> bool:
+        """Whether the text tower is open_clip's plain causal transformer (argmax pooling, one
+        nn.MultiheadAttention per block), which `_encode_tokens` re-implements."""
+        model = self.clip_model
+        blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
+        return (getattr(model, "text_pool_type", None) == "argmax" and blocks is not None
+                and getattr(model, "attn_mask", None) is not None
+                and all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention)
+                        and not hasattr(b, "ln_1_kv") for b in blocks))
+
+    def _rank_top(self, feature: torch.Tensor, texts: list[str], reverse: bool = False) -> str:
+        """As the package's rank_top: the text most (or least) like the image."""
+        tokens = self.tokenize(texts).to(self.device)
+        sims = []
+        for start in range(0, len(texts), self.chunk_size):
+            features = self._encode_tokens(tokens[start:start + self.chunk_size])
+            features = features / features.norm(dim=-1, keepdim=True)
+            sims.append((features @ feature.to(features.dtype).T)[:, 0].float())
+        similarity = torch.cat(sims)
+        if reverse:
+            similarity = -similarity
+        return texts[int(similarity.argmax().item())]
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """encode_text(tokens), unnormalised, with the rows' common token prefix run once."""
+        import torch.nn.functional as F
+
+        model = self.clip_model
+        eot = tokens.argmax(dim=-1)  # the pooled position: the end token has the highest id
+        end = int(eot.max()) + 1  # nothing after the last end token reaches a pooled position
+        same = (tokens[:, :end] == tokens[:1, :end]).all(dim=0).long().cumprod(0)
+        p = max(1, min(int(same.sum()), int(eot.min())))  # shared, and short of every end token
+        n, s = tokens.shape[0], end - p
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens[:, :end]).to(cast) + model.positional_embedding[:end].to(cast)
+        xp, xs = x[:1, :p], x[:, p:end]
+        mask = torch.ones(s, p + s, dtype=torch.bool, device=x.device).tril(diagonal=p)
+        for block in model.transformer.resblocks:
+            qp, kp, vp = _heads(block, xp)
+            qs, ks, vs = _heads(block, xs)
+            op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+            keys = torch.cat([kp.expand(n, -1, -1, -1), ks], dim=2)
+            values = torch.cat([vp.expand(n, -1, -1, -1), vs], dim=2)
+            os_ = F.scaled_dot_product_attention(qs, keys, values, attn_mask=mask)
+            xp, xs = _block_rest(block, xp, op), _block_rest(block, xs, os_)
+        pooled = model.ln_final(xs)[torch.arange(n, device=xs.device), eot - p]
+        projection = model.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+
+
+def _heads(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v of an open_clip ResidualAttentionBlock for x (B, T, D), each (B, heads, T, D/heads)."""
+    import torch.nn.functional as F
+
+    attn = block.attn
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    return tuple(t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in qkv)
+
+
+def _block_rest(block: torch.nn.Module, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """The rest of the block after attention: out projection, residual, MLP, residual."""
+    import torch.nn.functional as F
+
+    attn = block.attn
+    x = x + block.ls_1(F.linear(attended.transpose(1, 2).flatten(-2), attn.out_proj.weight,
+                                attn.out_proj.bias))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))

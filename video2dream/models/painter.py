@@ -183,7 +183,8 @@ class Painter:
                     vae_source, **_dtype_kwargs(self.dtype), **sub)
         if preview_vae:
             with hub.loading("preview VAE", preview_vae), \
-                    _hushed_load_bars(hub.is_tiny(preview_vae) or Path(preview_vae).exists()):
+                    _hushed_load_bars(hub.is_tiny(preview_vae) or Path(preview_vae).exists()), \
+                    _quiet_diffusers():  # its saved config lists keys its __init__ ignores
                 kwargs["vae"] = AutoencoderTiny.from_pretrained(
                     hub.resolve(preview_vae), **_dtype_kwargs(self.dtype))
         quiet = _quiet_diffusers() if preview_vae else contextlib.nullcontext()  # "expected KL"

@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import media
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runfolder import TMP_MARK, RunFolder, atomic_path, temp_path
+from ..runfolder import TMP_MARK, RunFolder, raise_write_error, temp_path
 from ..settings import Settings, stable_hash
 from ..tables import frames_table, read_frames
 
@@ -153,28 +153,34 @@ def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fp
             if block.get("frame", "").isdigit():
                 bar.update(int(block["frame"]) - bar.n)
 
-        media.run_ffmpeg(args, f"extract frames from {video}", on_progress=update)
+        media.run_ffmpeg(args, f"extract frames from {video} into {out_dir.parent / 'frames'}", on_progress=update)
 
 
 def _swap_in(run: RunFolder, work: Path, table) -> None:
     """Replace frames/ and frames.csv with the new ones; the extract record is written last.
 
-    frames.csv is written (and synced) to its temporary name first, so a failed write (a full disk)
-    leaves the old frames and frames.csv exactly as they were."""
+    frames.csv is written and synced under a temporary name before anything moves, so a failed write
+    (a full disk) leaves the old frames and frames.csv exactly as they were."""
     import io
 
     buf = io.StringIO()
     table.to_csv(buf, index=False, lineterminator="\n")
-    old = None
-    with atomic_path(run.frames_csv) as tmp:
+    tmp = temp_path(run.frames_csv)
+    try:
         with open(tmp, "wb") as f:
             f.write(buf.getvalue().encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        run.clear_record("extract")
-        if run.frames_dir.exists():
-            old = temp_path(run.frames_dir)
-            os.replace(run.frames_dir, old)
-        os.replace(work, run.frames_dir)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        raise_write_error(run.frames_csv, e)
+        raise
+    run.clear_record("extract")
+    old = None
+    if run.frames_dir.exists():
+        old = temp_path(run.frames_dir)
+        os.replace(run.frames_dir, old)
+    os.replace(work, run.frames_dir)
+    os.replace(tmp, run.frames_csv)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
