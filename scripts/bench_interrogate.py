@@ -89,6 +89,44 @@ def ours(run: RunFolder, settings, models) -> tuple[float, dict[str, tuple[str, 
     return seconds, {r.filename: (r.caption, r.prompt, r.negative_prompt) for r in df.itertuples()}
 
 
+def chains(run: RunFolder, settings, models, captions: dict[str, str]) -> list[list]:
+    """The chain alone, on the same inputs: the package's `chain` vs ours (shared prefix encoded
+    once). Both must give the same prompt; rows: [chain, package s, ours s, speed-up, same]."""
+    import torch
+    from PIL import Image
+
+    from video2dream.models.interrogator import MAX_FLAVORS, MIN_FLAVORS, _quiet_autocast
+
+    it = models.interrogator(settings)
+    ci = it.ci
+    totals = {"best": [0.0, 0.0, 0], "negative": [0.0, 0.0, 0]}
+    with _quiet_autocast(), torch.inference_mode():
+        for name, caption in captions.items():
+            with Image.open(run.frames_dir / name) as im:
+                feature = it._encode_images([im.convert("RGB")])
+            sim = ci.similarity(feature, caption)
+            ranked = it._rank(feature, it._MERGED, it.flavor_intermediate_count)[0]
+            least = it._rank(feature, ("flavors",), it.flavor_intermediate_count, reverse=True)[0]
+            calls = {"best": (dict(phrases=ranked, best_prompt=caption, best_sim=sim,
+                                   min_count=MIN_FLAVORS, max_count=MAX_FLAVORS)),
+                     "negative": dict(phrases=least + ci.negative.labels, max_count=MAX_FLAVORS,
+                                      reverse=True)}
+            for chain, kwargs in calls.items():
+                sync()
+                t0 = time.perf_counter()
+                theirs = ci.chain(feature, **kwargs)
+                sync()
+                t1 = time.perf_counter()
+                ours = it.chain(feature, **kwargs)
+                sync()
+                totals[chain][0] += t1 - t0
+                totals[chain][1] += time.perf_counter() - t1
+                totals[chain][2] += theirs == ours
+    n = len(captions)
+    return [[f"{c} chain", f"{a / n:.3f}", f"{b / n:.3f}", f"{a / b:.2f}x", f"{same}/{n}"]
+            for c, (a, b, same) in totals.items()]
+
+
 def cache_starts(settings, models, folder: Path) -> tuple[float, float]:
     """Seconds to build an Interrogator in an empty cache folder, then again with the cache filled."""
     from video2dream.models.interrogator import Interrogator
@@ -115,6 +153,8 @@ def main() -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--no-cache-bench", action="store_true", help="skip the first-vs-cached start")
+    ap.add_argument("--no-chain-bench", action="store_true",
+                    help="skip timing the package's chain against ours on the same inputs")
     args = ap.parse_args()
     offline_env()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -158,6 +198,10 @@ def main() -> int:
                     if our_out[k][1:] != naive_out[k][1:]:
                         print(f"[{mode}] {k}\n  ours:    {our_out[k][1:]}\n  package: {naive_out[k][1:]}")
                         break
+        chain_rows = []
+        if not args.no_chain_bench and {"best", "negative"} & set(modes):
+            chain_rows = chains(run, base, models, {k: v[0] for k, v in our_out.items()})
+            mismatches += [r[0] for r in chain_rows if not r[4].startswith(f"{n}/")]
         if not args.no_cache_bench:
             cache = work / "label-cache"
             first, second = cache_starts(base, models, cache)
@@ -171,6 +215,9 @@ def main() -> int:
     print_table("", ["mode", "package per image s/frame", "our stage s/frame", "speed-up",
                      "same caption", "same prompts"], rows)
     print("same prompts: expected for fast and classic; best and negative may differ (see --help)")
+    if chain_rows:
+        print_table("\nthe greedy chain alone, same inputs (our ranking), per frame:",
+                    ["chain", "package chain s", "our chain s", "speed-up", "same prompt"], chain_rows)
     if not args.no_cache_bench:
         ratio = first / second if second else float("inf")
         print(f"label-embedding cache: first start (empty cache) {first:.2f} s, second start "

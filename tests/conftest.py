@@ -17,6 +17,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# diffusers and transformers bind their log handler to whatever sys.stderr is when first used; if
+# that is one test's capsys stream, later tests log into a closed file ("--- Logging error ---").
+# Configure them now, against the session's stream.
+from diffusers.utils import logging as _diffusers_logging  # noqa: E402
+from transformers.utils import logging as _transformers_logging  # noqa: E402
+
+_diffusers_logging.get_logger("diffusers")
+_transformers_logging.get_logger("transformers")
+
 
 def ffmpeg() -> str:
     from video2dream.media import ffmpeg_path
