@@ -46,26 +46,10 @@ def _json(name: str) -> dict:
 
 def build_sdxl(dest: Path, device: str) -> None:
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from video2dream.models.tiny_sdxl import (
-        EOS,
-        SDXL_SCHEDULER,
-        SDXL_SCHEDULER_EXTRA,
-        _write_hub_tokenizer_files,
-        clip_vocab_and_merges,
-    )
+    from video2dream.models.tiny_sdxl import save_sdxl
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the GPU: seconds, not minutes
@@ -73,18 +57,8 @@ def build_sdxl(dest: Path, device: str) -> None:
         vae = AutoencoderKL.from_config(_json("sdxl-base-1.0_vae"))
         te = CLIPTextModel(CLIPTextConfig.from_dict(_json("sdxl-base-1.0_text_encoder")))
         te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(_json("sdxl-base-1.0_text_encoder_2")))
-    vocab, merges = clip_vocab_and_merges()
-    toks = [CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad, model_max_length=77)
-            for pad in (EOS, "!")]
-    scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER)
-    scheduler.register_to_config(**SDXL_SCHEDULER_EXTRA)
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=toks[0],
-                                     tokenizer_2=toks[1], unet=unet, scheduler=scheduler,
-                                     add_watermarker=False)
-    pipe.to(torch.float16)  # as the hub's fp16 files; the painter casts to its dtype on load
-    pipe.save_pretrained(dest)
-    for sub in ("tokenizer", "tokenizer_2"):
-        _write_hub_tokenizer_files(dest / sub, vocab, merges)
+    # fp16 as the hub's fp16 files; the painter casts to its dtype on load
+    save_sdxl(dest, unet, vae, te, te2, dtype=torch.float16)
 
 
 def build_blip_large(dest: Path, device: str) -> None:

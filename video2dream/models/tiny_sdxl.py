@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 SEED = 0
 CLIP_VOCAB_SIZE = 49408
@@ -83,15 +84,12 @@ def build_tiny_sdxl(dest: Path) -> None:
     import torch
     from diffusers import (
         AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from transformers import (
         CLIPTextConfig,
         CLIPTextModel,
         CLIPTextModelWithProjection,
-        CLIPTokenizer,
     )
 
     dest = Path(dest)
@@ -153,16 +151,24 @@ def build_tiny_sdxl(dest: Path) -> None:
     torch.manual_seed(SEED + 1)
     text_encoder_2 = CLIPTextModelWithProjection(text_config("gelu"))  # OpenCLIP bigG's
 
+    save_sdxl(dest, unet, vae, text_encoder, text_encoder_2)
+
+
+def save_sdxl(dest: Path, unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any,
+              dtype: Any = None) -> None:
+    """Save SDXL components as the hub lays them out, with SDXL's scheduler and CLIP tokenizers."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+    from transformers.utils import logging as hf_logging
+
     vocab, merges = clip_vocab_and_merges()
     # SDXL's second tokenizer pads with "!" rather than <|endoftext|>; keep that difference.
     tokenizers = [
         CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad, model_max_length=77)
         for pad in (EOS, "!")
     ]
-
     scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER)
     scheduler.register_to_config(**SDXL_SCHEDULER_EXTRA)
-
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -173,17 +179,17 @@ def build_tiny_sdxl(dest: Path) -> None:
         scheduler=scheduler,
         add_watermarker=False,
     )
-    from transformers.utils import logging as hf_logging
-
+    if dtype is not None:
+        pipe.to(dtype)
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bars for a 20 MB model
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars
     try:
         pipe.save_pretrained(dest)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     for sub in ("tokenizer", "tokenizer_2"):
-        _write_hub_tokenizer_files(dest / sub, vocab, merges)
+        _write_hub_tokenizer_files(Path(dest) / sub, vocab, merges)
 
 
 def build_tiny_taesdxl(dest: Path) -> None:
