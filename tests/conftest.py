@@ -89,3 +89,15 @@ def snapshot(path: Path) -> dict[str, bytes]:
         return {".": path.read_bytes()}
     return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>")
             for p in sorted(path.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second torch thread, and on busy cores (tests in parallel)
+    OpenMP's spinning threads make them 10-20x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

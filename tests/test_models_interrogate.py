@@ -20,17 +20,9 @@ from video2dream.models import tiny  # noqa: E402
 from video2dream.models.captioner import Captioner  # noqa: E402
 from video2dream.models.interrogator import MODES, Interrogator  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LABEL_TABLES = ("artists", "flavors", "mediums", "movements", "trendings", "negative")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: a second torch thread gains little, and when the cores are busy
-    (tests in parallel) OpenMP's spinning threads make the chains 10-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from video2dream.runfolder import TMP_MARK
 
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 SEED = 10
 NEGATIVE = "blurry, lowres"
@@ -107,16 +107,6 @@ def valid_png(path: Path) -> bool:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and when the two cores are busy (tests in
-    parallel) OpenMP's spinning threads make painting up to 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

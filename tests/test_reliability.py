@@ -26,7 +26,7 @@ from PIL import Image
 from video2dream.pngmeta import read_png_text
 from video2dream.runfolder import TMP_MARK
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 FRAMES = 10
 TINY = ("--preset", "tiny", "--seed", "5", "--batch-size", "1", "--width", "128", "--height", "96")
@@ -131,16 +131,6 @@ def short_error(code: int, err: str, *words: str) -> None:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process painting: one thread is as fast for the tiny models, and steadier on a busy CPU."""
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
