@@ -6,7 +6,6 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -277,5 +276,3 @@ def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
               "(run again with VIDEO2DREAM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
-
-__all__ = ["main", "build_parser", "overrides", "Path"]

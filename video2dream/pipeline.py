@@ -86,9 +86,9 @@ def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -
 
 
 def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
-    from .stages.generate import check_device
+    from .models.devices import check_device
 
-    check_device(settings)  # before extract writes anything
+    check_device(settings.device, settings.dtype)  # before extract writes anything
     for step in (do_extract, do_interrogate, do_generate, do_assemble):
         step(run, settings, args)
 

@@ -115,10 +115,6 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def key(self, section: str, *extra: Any) -> str:
-        """A short hash of one section (plus extras): equal keys mean equal work."""
-        return stable_hash(asdict(getattr(self, section)), *extra)
-
 
 SECTIONS = ("extract", "interrogate", "generate", "assemble", "telephone")
 TOP_LEVEL = ("device", "dtype")
@@ -264,10 +260,7 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def from_dict(data: dict[str, Any]) -> Settings:
-    settings = Settings()
-    merge(settings, data, "settings")
-    return settings
+
 
 
 def replace_section(settings: Settings, section: str, **changes: Any) -> Settings:

@@ -44,6 +44,11 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, DTYPES[name])
 
 
+def check_device(device: str, dtype: str) -> None:
+    """Fail early, with a clear line, when this machine cannot honour --device / --dtype."""
+    pick_dtype(dtype, pick_device(device))
+
+
 def free_memory() -> None:
     """Return memory of models that were just dropped, before the next stage loads its own."""
     gc.collect()

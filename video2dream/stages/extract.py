@@ -44,14 +44,10 @@ def sample_times(start: float, end: float, fps: float) -> list[float]:
     return [start + k / fps for k in range(count)]
 
 
-def source_record(run: RunFolder) -> dict | None:
-    return run.read_record("source")
-
-
 def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool) -> bool:
     """Whether run holds the work of another video (or of this path before the file changed);
     refused unless force."""
-    previous = source_record(run)
+    previous = run.read_record("source")
     other = bool(previous) and previous.get("fingerprint") != fingerprint
     if other and not force:
         same_path = previous.get("path") == str(video)

@@ -7,7 +7,6 @@ painted again. PNGs are encoded and written on a separate thread while the model
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,13 +97,6 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     return jobs, (width, height)
 
 
-def check_device(settings: Settings) -> None:
-    """--device and --dtype as this machine can honour them (no CUDA here: a clear error)."""
-    from ..models.devices import pick_device, pick_dtype
-
-    pick_dtype(settings.dtype, pick_device(settings.device))
-
-
 def is_current(path: Path, key: str) -> bool:
     """Whether path is a whole, undamaged PNG carrying key. The key is near the start of the file, so
     a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk."""
@@ -120,7 +112,9 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
              on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> GenerateResult:
     """models: a cache to take the painter from (and leave it in); by default it loads here."""
     jobs, (width, height) = plan(run, settings)
-    check_device(settings)  # even with nothing to paint: never save a --device that cannot work
+    from ..models.devices import check_device
+
+    check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a --device that cannot work
     todo = [j for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:
@@ -219,5 +213,3 @@ def status(run: RunFolder, settings: Settings) -> str:
     present = sum(1 for j in jobs if (run.dreams_dir / j.name).is_file())
     return f"{current}/{len(jobs)} dreams current, {present - current} stale, {len(jobs) - present} missing"
 
-
-__all__ = ["generate", "plan", "status", "os"]

@@ -85,9 +85,9 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     names = frames["filename"].tolist()
     times = dict(zip(names, frames["time"].tolist(), strict=True))
     keys = row_keys(run, settings, names)
-    from .generate import check_device
+    from ..models.devices import check_device
 
-    check_device(settings)  # even with nothing to do: never save a --device that cannot work
+    check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
     df = read_prompts(run) if run.prompts_csv.exists() else pd.DataFrame(columns=PROMPTS_COLUMNS)
     states = row_states(df, keys)
     result = InterrogateResult()
