@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -159,11 +158,8 @@ def test_label_embeddings_cached(interrogator: Interrogator) -> None:
     files = [f for f in folder.glob(f"{prefix}*.safetensors") if f.stem.endswith(LABEL_TABLES)]
     assert sorted(f.stem.rsplit("_", 1)[1] for f in files) == sorted(LABEL_TABLES)
     before = [f.stat().st_mtime_ns for f in files]
-    start = time.perf_counter()
     again = Interrogator("tiny:clip", None)
-    elapsed = time.perf_counter() - start
     assert [f.stat().st_mtime_ns for f in files] == before  # loaded, not recomputed
-    assert elapsed < 10  # recomputing takes ~15 s on 2 cores; loading well under 1 s
     assert len(again.ci.flavors.labels) == len(interrogator.ci.flavors.labels) > 100_000
 
 
