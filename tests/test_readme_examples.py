@@ -82,7 +82,7 @@ def test_readme_block_runs_as_written(commands: list[list[str]], media: Path, tm
     monkeypatch.chdir(tmp_path)
     for argv in commands:
         argv = ["tiny" if word == "default" and prev == "--preset" else word
-                for prev, word in zip(["", *argv], argv, strict=True)]
+                for prev, word in zip(["", *argv[:-1]], argv, strict=True)]
         assert argv[0] == "video2dream"
         code = cli(*argv[1:])
         assert code == 0, f"`{shlex.join(argv)}` failed (exit {code}) in {os.getcwd()}"
