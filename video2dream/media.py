@@ -157,7 +157,7 @@ def probe(path: str | os.PathLike[str]) -> Probe:
                                      info) if "(attached pic)" not in m.group(6)]
     if not videos and audio:
         art = " with cover art" if "(attached pic)" in info else ""
-        raise UserError(f"{path} is an audio file{art}, not a video; give a video file "
+        raise UserError(f"{path} has no video stream: it is an audio file{art}; give a video file "
                         "(a soundtrack goes to `assemble --audio` or `mux-audio`)")
     if not videos:
         raise UserError(f"{path} has no video stream; give a video file")
