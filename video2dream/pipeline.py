@@ -164,7 +164,7 @@ def _video_lines(run: RunFolder, settings: Settings) -> list[str]:
         sound = audio_source(run, settings.assemble.audio).says
     except UserError as e:
         sound = f"cannot be used: {e}"
-    lines = [f"sound       {sound}"]
+    lines = [f"audio       {sound}"]
     lines.append(_video_line(run, settings, "assemble    ", "assemble", "dreams", ""))
     for k, folder in enumerate(round_folders(run)[1:], start=2):
         lines.append(_video_line(run, settings, f"round {k:<6d}", f"assemble-{folder}", folder, f" --round {k}"))

@@ -130,10 +130,13 @@ def audio_source(run: RunFolder, audio: str) -> Sound:
     if audio == "auto":
         return _source_sound(run)
     path = Path(audio).absolute()
+    muxed = (run.read_record("soundtrack") or {}).get("path")
+    if muxed == str(path) and not path.exists():
+        raise UserError(f"{path}, the soundtrack added with mux-audio, is gone; put it back, or assemble "
+                        "with --audio auto (the source's sound), --audio none or --audio FILE")
     if not media.has_audio(path):
         raise UserError(f"{path} has no audio stream; give a file with sound, or --audio none")
-    muxed = (run.read_record("soundtrack") or {}).get("path")
-    how = "added with mux-audio; --audio auto for the source's" if muxed == str(path) else "--audio"
+    how = "added with mux-audio" if muxed == str(path) else "--audio"
     return Sound(path, f"sound from {path.name} ({how})")
 
 
