@@ -383,6 +383,14 @@ def test_status_says_stale_and_current_from_any_directory(
     assert "dream_r02.mp4" in lines["round2"] and lines["round2"].endswith("current"), out
     assert "dream_grid.mp4" in lines["grid"] and lines["grid"].endswith("current"), out
 
+    # Records written before paths were kept relative to the run folder held absolute ones.
+    record = run / ".video2dream" / "assemble.json"
+    old = json.loads(record.read_text())
+    record.write_text(json.dumps({**old, "output": str(run / "dream.mp4")}))
+    assert cli("status", "../a/run") == 0
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("assemble")).endswith("current"), out
+
     Image.new("RGB", (64, 48), "white").save(run / "dreams" / "000002.png")
     assert cli("status", "../a/run") == 0
     out = capsys.readouterr().out
