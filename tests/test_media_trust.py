@@ -404,3 +404,20 @@ def test_status_of_a_missing_folder_is_an_error(tmp_path: Path, capsys: pytest.C
     out, err = capsys.readouterr()
     assert out == ""
     one_line_error(code, err, "does not exist")
+
+
+def test_a_gone_soundtrack_is_one_clear_line(
+    clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    song = Path(shutil.copy(clips["song"], tmp_path / "song.wav"))
+    run = extracted(tmp_path / "run", clips["beep"])
+    assert cli("assemble", run, "--from", "frames") == 0
+    assert cli("mux-audio", run, song) == 0
+    song.unlink()
+    before = snapshot(run)
+    err_of(capsys)
+    one_line_error(cli("assemble", run, "--from", "frames"), err_of(capsys), "is gone", "--audio auto")
+    assert snapshot(run) == before
+    assert cli("status", run) == 0
+    assert "is gone" in capsys.readouterr().out
+    assert cli("assemble", run, "--from", "frames", "--audio", "auto") == 0

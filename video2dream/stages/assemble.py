@@ -473,7 +473,7 @@ def mux_audio(run: RunFolder, settings: Settings, source: str | os.PathLike[str]
     video = run.video
     if not video.is_file():
         raise UserError(f"{video} does not exist yet; run `video2dream assemble {run.root}` first")
-    source = Path(source).absolute()
+    source = Path(source).resolve()  # saved for later assembles: the same file from any directory
     record = run.read_record("assemble") or {}
     side = from_record(run, record["side_by_side"]) if record.get("side_by_side") else None
     videos = [v for v in (video, side) if v is not None and v.is_file()]
