@@ -226,11 +226,9 @@ def dispatch(args: argparse.Namespace) -> int:
         print(pipeline.status_report(run))
         return 0
     if args.command == "mux-audio":
-        from .stages.assemble import mux_audio
-
+        run.require()  # before the lock, which would create the folder
         with run.lock():
-            out = mux_audio(run, args.source)
-        say(f"soundtrack of {args.source} is now in {out}")
+            pipeline.do_mux_audio(run, args.source)
         return 0
     if args.command in ("interrogate", "generate", "assemble"):
         run.require()  # before the lock, which would create the folder

@@ -36,6 +36,17 @@ def ffmpeg_path() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def arg(path: str | os.PathLike[str]) -> str:
+    """A path as ffmpeg must get it to open exactly that file: absolute, so that a name starting with
+    '-' is never an option and one like 'file:x.mp4' or 'http:x' is never a protocol prefix."""
+    return str(Path(path).absolute())
+
+
+def image_pattern(folder: str | os.PathLike[str], pattern: str) -> str:
+    """An image2 muxer output path: folder (absolute, its '%' escaped as '%%') / pattern ('%06d.png')."""
+    return os.path.join(arg(folder).replace("%", "%%"), pattern)
+
+
 def run_ffmpeg(
     args: Sequence[str],
     what: str,
@@ -121,7 +132,7 @@ def check_input_file(path: Path, kind: str = "video") -> None:
 
 
 def _ffmpeg_info(path: Path) -> str:
-    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-i", str(path)]
+    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-i", arg(path)]
     return subprocess.run(cmd, capture_output=True, text=True, errors="replace").stderr
 
 
@@ -140,9 +151,17 @@ def probe(path: str | os.PathLike[str]) -> Probe:
         reason = info.strip().splitlines()[-1] if info.strip() else "unknown error"
         raise UserError(f"{path} is not a video ffmpeg can read ({reason}); give an mp4, mkv, webm or mov file")
     fmt = head.group(1)
-    video = re.search(r"Stream #0:\d+[^:]*: Video: (\w+).*?, (\d+)x(\d+)(?: \[SAR (\d+):(\d+))?(.*)", info)
-    if not video:
-        raise UserError(f"{path} has no video stream (an audio-only file?); give a video file")
+    audio = re.search(r"Stream #0:\d+[^:]*: Audio: (\w+)", info)
+    # Cover art (an mp3's or m4a's attached picture) is a video stream of one still: not a video.
+    videos = [m for m in re.finditer(r"Stream #0:\d+[^:]*: Video: (\w+).*?, (\d+)x(\d+)(?: \[SAR (\d+):(\d+))?(.*)",
+                                     info) if "(attached pic)" not in m.group(6)]
+    if not videos and audio:
+        art = " with cover art" if "(attached pic)" in info else ""
+        raise UserError(f"{path} has no video stream: it is an audio file{art}; give a video file "
+                        "(a soundtrack goes to `assemble --audio` or `mux-audio`)")
+    if not videos:
+        raise UserError(f"{path} has no video stream; give a video file")
+    video = videos[0]
     if fmt in IMAGE_DEMUXERS or video.group(1) in ("png", "mjpeg", "bmp", "webp", "tiff") and "Duration: N/A" in info:
         raise UserError(f"{path} is a still image, not a video; use `video2dream telephone` for images")
     codec, w, h = video.group(1), int(video.group(2)), int(video.group(3))
@@ -153,7 +172,6 @@ def probe(path: str | os.PathLike[str]) -> Probe:
     duration_match = re.search(r"Duration: (\d+:\d+:[\d.]+)", info)
     start_match = re.search(r"Duration:.*?start: (-?[\d.]+)", info)
     rotation_match = re.search(r"rotation of (-?[\d.]+) degrees", info)
-    audio = re.search(r"Stream #0:\d+[^:]*: Audio: (\w+)", info)
     duration = _seconds(duration_match.group(1)) if duration_match else 0.0
     if duration <= 0:
         raise UserError(f"{path} has no duration ffmpeg can read (truncated or still being written?)")

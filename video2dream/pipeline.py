@@ -67,11 +67,25 @@ def do_assemble(run: RunFolder, settings: Settings, args: argparse.Namespace) ->
             have = len(round_folders(run))
             raise UserError(f"{run.root} has no telephone round {args.round} (it has {have}); play more rounds "
                             f"with `video2dream telephone VIDEO -o {run.root} --steps {args.round}`")
+    if settings.assemble.source == "frames" and getattr(args, "set:assemble.side_by_side", None):
+        from .errors import UserError
+
+        raise UserError("--side-by-side shows the frames beside the dreams; leave it out with --from frames")
     r = assemble(run, settings, force=args.force, on_ready=_saver(run, settings))
-    sound = f"sound from {Path(r.audio).name}" if r.audio else "no sound"
     extra = f" and {r.side_by_side}" if r.side_by_side else ""
     say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output}{extra} "
-        f"({r.duration:.2f} s, {sound})")
+        f"({r.duration:.2f} s, {r.sound})")
+
+
+def do_mux_audio(run: RunFolder, source: str) -> None:
+    """mux-audio: the sound goes into dream.mp4 now, and into the folder's settings for later."""
+    from .settings import resolve
+    from .stages.assemble import mux_audio
+
+    r = mux_audio(run, resolve(run.saved_settings()), source)
+    _saver(run, r.settings)()
+    say(f"mux-audio: {r.sound} is now in {', '.join(str(v) for v in r.videos)}; "
+        "later assembles keep it (--audio auto goes back to the source's)")
 
 
 def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
@@ -105,17 +119,19 @@ COMMANDS: dict[str, Callable[[RunFolder, Settings, argparse.Namespace], None]] =
 
 def status_report(run: RunFolder) -> str:
     """What each stage has done, and what is stale or missing, as a few lines of text."""
+    from .errors import UserError
     from .settings import resolve
 
     if not run.root.is_dir():
-        return f"{run.root}: no such run folder"
+        raise UserError(f"run folder {run.root} does not exist; check the path, or make it with "
+                        f"`video2dream extract VIDEO -o {run.root}`")
     settings = resolve(run.saved_settings())
     lines = [f"run folder  {run.root}"]
     src = run.read_record("source")
     if src:
         p = src.get("probe", {})
         sound = "with audio" if p.get("has_audio") else "no audio"
-        lines.append(f"source      {src.get('path')} ({p.get('duration', 0):.2f} s, {sound})")
+        lines.append(f"source      {src.get('path')} ({p.get('duration', 0):.2f} s, {sound}){_source_note(src)}")
     done = run.read_record("extract")
     if not done or not run.frames_csv.is_file():
         lines.append("extract     not run")
@@ -125,9 +141,58 @@ def status_report(run: RunFolder) -> str:
 
     lines.append(f"interrogate {interrogate.status(run, settings)}")
     lines.append(f"generate    {generate.status(run, settings)}")
-    asm = run.read_record("assemble")
-    if asm and Path(asm.get("output", "")).is_file():
-        lines.append(f"assemble    {asm['output']} from {asm.get('source')} ({asm.get('duration', 0):.2f} s)")
-    else:
-        lines.append("assemble    not run")
-    return "\n".join(lines)
+    return "\n".join(lines + _video_lines(run, settings))
+
+
+def _source_note(src: dict) -> str:
+    from . import media
+
+    path = Path(src.get("path", ""))
+    if not path.is_file():
+        return ", gone"
+    if src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+        return ", CHANGED since extract"
+    return ""
+
+
+def _video_lines(run: RunFolder, settings: Settings) -> list[str]:
+    """The sound, then each video of the folder: current, stale (and how to update it), or not made."""
+    from .errors import UserError
+    from .stages.assemble import audio_source, round_folders
+
+    try:
+        sound = audio_source(run, settings.assemble.audio).says
+    except UserError as e:
+        sound = f"cannot be used: {e}"
+    lines = [f"audio       {sound}"]
+    lines.append(_video_line(run, settings, "assemble    ", "assemble", "dreams", ""))
+    for k, folder in enumerate(round_folders(run)[1:], start=2):
+        lines.append(_video_line(run, settings, f"round {k:<6d}", f"assemble-{folder}", folder, f" --round {k}"))
+    if run.read_record("assemble-grid") or (run.root / "dreams_r02").is_dir():
+        lines.append(_video_line(run, settings, "grid        ", "assemble-grid", "grid", " --grid"))
+    return lines
+
+
+def _video_line(run: RunFolder, settings: Settings, label: str, record: str, source: str, flags: str) -> str:
+    from .errors import UserError
+    from .settings import replace_section
+    from .stages.assemble import from_record, grid_plan, plan
+
+    done = run.read_record(record) or {}
+    out = from_record(run, done["output"]) if done.get("output") else None
+    if out is None or not out.is_file():
+        return f"{label}not run" if record == "assemble" else \
+            f"{label}not made (video2dream assemble {run.root}{flags})"
+    try:
+        if source == "grid":
+            folders = done.get("folders") or []
+            what = f"{out} of {len(folders)} folders"
+            p = grid_plan(run, replace_section(settings, "assemble", output=None), rounds=len(folders) - 1 or None)
+        else:
+            what = f"{out} from {done.get('source', source)}"
+            p = plan(run, replace_section(settings, "assemble", source=done.get("source", source), output=None))
+        state = "current" if p.key == done.get("key") else \
+            f"STALE: its pictures, settings or sound changed; run `video2dream assemble {run.root}{flags}`"
+    except UserError as e:
+        state = f"STALE ({e})"
+    return f"{label}{what} ({done.get('duration', 0):.2f} s, {done.get('sound', 'sound not recorded')}): {state}"

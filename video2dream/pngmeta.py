@@ -159,26 +159,77 @@ def png_intact(path: str | os.PathLike[str]) -> bool:
     """Whether path is a whole, undamaged PNG: a header, image data, every chunk's CRC matching its
     bytes, and IEND at the very end. A file cut short, or with garbage written over part of it,
     fails. It reads the file once and checksums it (about 1 ms per MB) without decoding the pixels:
-    a tenth of what a full decode costs, so checking thousands of dreams on every run stays cheap."""
+    a tenth of what a full decode costs, so checking thousands of dreams on every run stays cheap.
+    Valid checksums over image data that does not inflate pass: see png_decodes."""
+    return _png_chunks(path) is not None
+
+
+def png_decodes(path: str | os.PathLike[str]) -> bool:
+    """png_intact, and its image data inflates to exactly the bytes its header calls for (each row's
+    filter byte and pixels): what a decoder would need, without unfiltering the rows. A dream whose
+    chunks were rewritten with valid checksums over bad data (or too little of it) fails. Inflating
+    is most of what a decode costs: measured on 1344x768 PNGs of 1.2-2.3 MB (on a busy 2-core
+    machine), 16-36 ms against 1.5-4 ms for png_intact and 19-64 ms for PIL's full decode; it holds
+    no pixel buffer (the data is inflated and counted, not kept)."""
+    chunks = _png_chunks(path)
+    if chunks is None:
+        return False
+    header = next(data for kind, data in chunks if kind == b"IHDR")
+    if len(header) != 13:
+        return False
+    width, height, depth, colour, _method, _filter, interlace = struct.unpack(">IIBBBBB", header)
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if channels is None or width == 0 or height == 0:
+        return False
+    expected = _inflated_size(width, height, channels * depth, interlace == 1)
+    inflater = zlib.decompressobj()
+    got = 0
+    try:
+        for kind, data in chunks:
+            if kind == b"IDAT":
+                got += len(inflater.decompress(data, expected + 1 - got))
+                if got > expected or inflater.unconsumed_tail:
+                    return False
+        got += len(inflater.flush())
+    except zlib.error:
+        return False
+    return inflater.eof and got == expected
+
+
+def _inflated_size(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> int:
+    """Bytes of a PNG's filtered image data: per row a filter byte and its packed pixels; Adam7
+    interlacing stores seven smaller images."""
+    def rows(w: int, h: int) -> int:
+        return h * (1 + (w * bits_per_pixel + 7) // 8) if w and h else 0
+
+    if not interlaced:
+        return rows(width, height)
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    return sum(rows((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in passes)
+
+
+def _png_chunks(path: str | os.PathLike[str]) -> list[tuple[bytes, memoryview]] | None:
+    """Every chunk of a whole, undamaged PNG as (kind, data); None for anything else."""
     try:
         with open(Path(path), "rb") as f:
             data = f.read()
     except OSError:
-        return False
+        return None
     if not data.startswith(_PNG_SIGNATURE):
-        return False
+        return None
     view = memoryview(data)
-    pos, seen = len(_PNG_SIGNATURE), set()
+    pos, chunks = len(_PNG_SIGNATURE), []
     while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 8 + length
         if end + 4 > len(data) or zlib.crc32(view[pos + 4:end]) != struct.unpack_from(">I", data, end)[0]:
-            return False
-        seen.add(kind)
+            return None
+        chunks.append((kind, view[pos + 8:end]))
         pos = end + 4
         if kind == b"IEND":
-            return pos == len(data) and {b"IHDR", b"IDAT"} <= seen
-    return False
+            kinds = {k for k, _ in chunks}
+            return chunks if pos == len(data) and {b"IHDR", b"IDAT"} <= kinds else None
+    return None
 
 
 def _text_chunk(kind: bytes, data: bytes) -> tuple[str, str] | None:

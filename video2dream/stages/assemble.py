@@ -15,9 +15,10 @@ from pathlib import Path
 
 from .. import media
 from ..errors import UserError
+from ..pngmeta import png_decodes
 from ..progress import progress_bar, say
-from ..runfolder import RunFolder, atomic_path
-from ..settings import Settings, stable_hash
+from ..runfolder import STATE, RunFolder, atomic_path
+from ..settings import Settings, replace_section, stable_hash
 from ..tables import read_frames
 
 
@@ -26,7 +27,7 @@ class AssembleResult:
     output: Path
     side_by_side: Path | None
     skipped: bool
-    audio: str | None  # where the soundtrack came from, None when silent
+    sound: str  # where the soundtrack came from, for the user: "sound from clip.mp4 (the source)"
     duration: float
 
 
@@ -47,11 +48,25 @@ def timeline(run: RunFolder) -> Timeline:
     if not done:
         raise UserError(f"extract did not finish in {run.root}; run `video2dream extract VIDEO -o {run.root}` again")
     start, end = float(done["start"]), float(done["end"])
+    _check_times(run, df["filename"].tolist(), df["time"].tolist(), start, end)
     times = [t - start for t in df["time"].tolist()]
     if times[-1] >= end - start:  # a frame sampled at the very end still gets one output frame
         end = start + times[-1] + 1.0 / float(done["fps"])
     width, height = int(done["width"]) // 2 * 2, int(done["height"]) // 2 * 2
     return Timeline(df["filename"].tolist(), times, end - start, start, max(width, 2), max(height, 2))
+
+
+def _check_times(run: RunFolder, names: list[str], times: list[float], start: float, end: float) -> None:
+    """Every time of frames.csv within what was extracted of the probed source: a time typed far past
+    the end would otherwise make an encode of that length (hours of one held picture)."""
+    probed = ((run.read_record("source") or {}).get("probe") or {}).get("duration")
+    last = min(end, float(probed)) if probed else end
+    slack = 1e-3  # frames.csv holds times to the microsecond
+    for row, (name, t) in enumerate(zip(names, times, strict=True), start=2):
+        if not start - slack <= t <= last + slack:  # also false for NaN
+            raise UserError(f"{run.frames_csv} row {row} ({name}): time {t:g} s is outside the extracted "
+                            f"{start:g}-{last:g} s of the source; fix that time, or run `video2dream "
+                            f"extract VIDEO -o {run.root} --force` to write frames.csv again")
 
 
 def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
@@ -69,6 +84,9 @@ def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
         raise UserError(f"{len(missing)} of {len(paths)} images missing in {base}: {shown}; {fix}")
     for p in paths:
         try:
+            # PIL's verify checks a PNG's checksums, not that its image data inflates.
+            if p.suffix.lower() == ".png" and not png_decodes(p):
+                raise ValueError(p)
             with Image.open(p) as im:
                 im.verify()
         except Exception:
@@ -81,34 +99,61 @@ def _quote(path: Path) -> str:
     return "'" + str(path.resolve()).replace("'", "'\\''") + "'"
 
 
+def _entry(path: Path) -> list[str]:
+    """One image of an ffconcat script. pattern_type none: a folder named like '-x%d' is a number
+    pattern to the image2 demuxer, which would read '-x0/...' or '-x1/...' in its place if they exist."""
+    return [f"file {_quote(path)}", "option pattern_type none"]
+
+
 def concat_script(paths: list[Path], times: list[float], duration: float) -> str:
     """An ffconcat script holding each image until the next one's time, the last until the end."""
     lines = ["ffconcat version 1.0"]
     ends = times[1:] + [duration]
     for path, start, stop in zip(paths, times, ends, strict=True):
-        lines += [f"file {_quote(path)}", f"duration {max(stop - start, 1e-3):.6f}"]
-    lines.append(f"file {_quote(paths[-1])}")  # the demuxer ignores the last entry's duration
+        lines += [*_entry(path), f"duration {max(stop - start, 1e-3):.6f}"]
+    lines += _entry(paths[-1])  # the demuxer ignores the last entry's duration
     return "\n".join(lines) + "\n"
 
 
-def audio_source(run: RunFolder, audio: str) -> Path | None:
-    """Which file's first audio stream to use: None for silence."""
+@dataclass
+class Sound:
+    path: Path | None  # whose first audio stream to use; None: silent
+    says: str  # for the user: "sound from clip.mp4 (the source)", "no sound", ...
+    warning: str | None = None  # said when the video is encoded
+
+
+def audio_source(run: RunFolder, audio: str) -> Sound:
+    """Which file's first audio stream to use. 'auto' is the source's, checked as extract checks it:
+    a source changed since it was extracted would put another sound under these pictures."""
     if audio == "none":
-        return None
+        return Sound(None, "no sound")
     if audio == "auto":
-        src = run.read_record("source") or {}
-        path = Path(src.get("path", ""))
-        if not src.get("probe", {}).get("has_audio"):
-            return None
-        if not path.is_file():
-            say(f"the source video {path} is gone, so dream.mp4 is silent; "
-                "add sound later with `video2dream mux-audio RUN_DIR SOURCE`")
-            return None
-        return path
-    path = Path(audio)
+        return _source_sound(run)
+    path = Path(audio).absolute()
+    muxed = (run.read_record("soundtrack") or {}).get("path")
+    if muxed == str(path) and not path.exists():
+        raise UserError(f"{path}, the soundtrack added with mux-audio, is gone; put it back, or assemble "
+                        "with --audio auto (the source's sound), --audio none or --audio FILE")
     if not media.has_audio(path):
         raise UserError(f"{path} has no audio stream; give a file with sound, or --audio none")
-    return path
+    how = "added with mux-audio" if muxed == str(path) else "--audio"
+    return Sound(path, f"sound from {path.name} ({how})")
+
+
+def _source_sound(run: RunFolder) -> Sound:
+    src = run.read_record("source") or {}
+    path = Path(src.get("path", ""))
+    if not src.get("probe", {}).get("has_audio"):
+        return Sound(None, "no sound (the source has none)")
+    if not path.is_file():
+        return Sound(None, "no sound (the source video is gone)",
+                     f"the source video {path} is gone, so the video is silent; "
+                     f"add sound later with `video2dream mux-audio {run.root} SOUND_FILE`")
+    if src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+        raise UserError(f"the source video {path} has changed since it was extracted, so its sound would not "
+                        f"fit these pictures; run `video2dream extract {path} -o {run.root} --force`, "
+                        "or assemble with --audio none or --audio FILE")
+    return Sound(path, f"sound from {path.name} (the source)")
 
 
 def _video_filters(tl: Timeline, fps: float, transition: str) -> str:
@@ -125,15 +170,17 @@ def _video_filters(tl: Timeline, fps: float, transition: str) -> str:
 def _encode(scripts: list[Path], graph: str, audio: Path | None, tl: Timeline, settings: Settings,
             dest: Path, what: str) -> None:
     a = settings.assemble
-    args: list[str] = []
+    # -xerror: a picture that does not decode fails the encode instead of silently dropping out.
+    args: list[str] = ["-xerror"]
     for script in scripts:
-        args += ["-f", "concat", "-safe", "0", "-i", str(script)]
+        # Our own script of absolute paths (-safe 0); only local files may be opened from it.
+        args += ["-protocol_whitelist", "file", "-f", "concat", "-safe", "0", "-i", media.arg(script)]
     maps = ["-map", "[v]"]
     if audio is not None:
         # The audio is taken from the same moment of the source as the first frame.
         if tl.source_start > 0:
             args += ["-ss", f"{tl.source_start!r}"]
-        args += ["-i", str(audio)]
+        args += ["-protocol_whitelist", "file", "-i", media.arg(audio)]
         maps += ["-map", f"{len(scripts)}:a:0", "-c:a", "aac", "-b:a", "192k"]
     args += ["-filter_complex", graph, *maps, "-c:v", "libx264", "-preset", "medium",
              "-crf", str(a.crf), "-pix_fmt", "yuv420p", "-r", f"{a.out_fps!r}",
@@ -144,50 +191,138 @@ def _encode(scripts: list[Path], graph: str, audio: Path | None, tl: Timeline, s
             if block.get("frame", "").isdigit():
                 bar.update(min(total, int(block["frame"])) - bar.n)
 
-        media.run_ffmpeg([*args, str(tmp)], f"encode {dest.name}", on_progress=update)
+        media.run_ffmpeg([*args, media.arg(tmp)], f"encode {dest.name}", on_progress=update)
+
+
+@dataclass
+class AssemblePlan:
+    """What `assemble` would write, and the key that says whether what is there is current."""
+
+    timeline: Timeline
+    paths: list[Path]
+    frame_paths: list[Path]  # the left half of the side-by-side video, if any
+    sound: Sound
+    source: str  # --from
+    dest: Path
+    side_by_side: Path | None
+    record: str  # the record of this output (the folder's own video, or a one-off)
+    key: str
+
+
+def plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None) -> AssemblePlan:
+    """Check the inputs and work out the key of the video, without encoding anything."""
+    a = settings.assemble
+    tl = timeline(run)
+    paths = image_paths(run, a.source, tl.names)
+    sound = audio_source(run, a.audio)
+    default = round_video(run, a.source)
+    dest = Path(output or a.output or default)
+    if dest.is_dir():
+        raise UserError(f"output {dest} is a folder; give a file name such as {dest / 'dream.mp4'}")
+    # Side by side is frames | dreams: a remembered --side-by-side never makes a frames | frames check.
+    sbs = dest.with_name(f"{dest.stem}_side_by_side{dest.suffix}") if a.side_by_side and a.source != "frames" else None
+    for out in (dest, sbs):
+        if out is not None:
+            check_output(run, out, sound.path)
+    frame_paths = image_paths(run, "frames", tl.names) if sbs else []
+    key = stable_hash(
+        [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths + frame_paths],
+        a.source, a.transition, a.out_fps, a.crf, media.fingerprint(sound.path) if sound.path else None,
+        tl.duration, tl.times, sbs is not None,
+    )
+    return AssemblePlan(tl, paths, frame_paths, sound, a.source, dest, sbs, output_record(run, a.source, dest), key)
+
+
+def output_record(run: RunFolder, source: str, dest: Path) -> str:
+    """The record of an output: 'assemble' (or 'assemble-dreams_rNN') for the folder's own video, one
+    per path for a one-off `-o`, so that a check never rewrites what is known of dream.mp4."""
+    own = "assemble" if source in ("dreams", "frames") else f"assemble-{source}"
+    if _same_path(dest, round_video(run, source)):
+        return own
+    return f"assemble-output-{stable_hash(str(dest.resolve()), length=12)}"
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def check_output(run: RunFolder, dest: Path, audio: Path | None) -> None:
+    """Refuse to write over what the run folder is made from: the source video, the --audio file,
+    its tables and settings, or anything in frames/, dreams*/ or .video2dream/."""
+    src = (run.read_record("source") or {}).get("path")
+    guarded: list[tuple[str, str | Path | None]] = [("the source video", src), ("the --audio file", audio)]
+    guarded += [(f"the run folder's {t.name}", t)
+                for t in (run.frames_csv, run.settings_file, *run.root.glob("prompts*.csv"))]
+    what = next((what for what, path in guarded if path and _same_path(dest, Path(path))), None)
+    root, folder = run.root.resolve(), dest.resolve().parent
+    if what is None and folder.is_relative_to(root) and folder != root:
+        top = folder.relative_to(root).parts[0]
+        if top in ("frames", STATE) or top.startswith("dreams"):
+            what = f"in {run.root / top}"
+    if what is not None:
+        raise UserError(f"output {dest} is {what}, which this run folder is made from; give another file name")
+
+
+def record_value(run: RunFolder, path: Path) -> str:
+    """A path as records hold it: relative to the run folder when inside it (so that any working
+    directory reads it back, and the folder can move), else absolute."""
+    full = path.absolute()
+    try:
+        return str(full.relative_to(run.root.absolute()))
+    except ValueError:
+        return str(full)
+
+
+def from_record(run: RunFolder, value: str) -> Path:
+    """record_value's path back. Older records held absolute paths, or paths relative to where
+    the command ran: a name that is not in the run folder is tried there."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    inside = run.root / path
+    return inside if inside.exists() or not path.exists() else path
 
 
 def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
              force: bool = False, on_ready: Callable[[], None] | None = None) -> AssembleResult:
     a = settings.assemble
-    tl = timeline(run)
-    paths = image_paths(run, a.source, tl.names)
-    audio = audio_source(run, a.audio)
-    dest = Path(output or a.output or round_video(run, a.source))
-    if dest.is_dir():
-        raise UserError(f"output {dest} is a folder; give a file name such as {dest / 'dream.mp4'}")
-    sbs_dest = dest.with_name(f"{dest.stem}_side_by_side{dest.suffix}") if a.side_by_side else None
-    frame_paths = image_paths(run, "frames", tl.names) if sbs_dest else []
-    key = stable_hash(
-        [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths + frame_paths],
-        a.source, a.transition, a.out_fps, a.crf, str(dest.resolve()),
-        media.fingerprint(audio) if audio else None, tl.duration,
-    )
+    p = plan(run, settings, output)
+    tl, dest, sbs_dest, audio = p.timeline, p.dest, p.side_by_side, p.sound.path
     if on_ready:
         on_ready()
-    record = "assemble" if a.source in ("dreams", "frames") else f"assemble-{a.source}"
-    done = run.read_record(record)
+    if a.audio == "auto" or str(audio) != (run.read_record("soundtrack") or {}).get("path"):
+        run.clear_record("soundtrack")  # another sound chosen: mux-audio's choice is forgotten
+    done = run.read_record(p.record)
     outputs_there = dest.is_file() and (sbs_dest is None or sbs_dest.is_file())
-    if not force and done and done.get("key") == key and outputs_there:
-        return AssembleResult(dest, sbs_dest, True, str(audio) if audio else None, tl.duration)
+    if not force and done and done.get("key") == p.key and outputs_there:
+        return AssembleResult(dest, sbs_dest, True, p.sound.says, tl.duration)
 
     run.ensure()
+    if p.sound.warning:
+        say(p.sound.warning)
     script = run.state_dir / f"{a.source}.ffconcat"
     with atomic_path(script) as tmp:
-        tmp.write_text(concat_script(paths, tl.times, tl.duration), encoding="utf-8")
+        tmp.write_text(concat_script(p.paths, tl.times, tl.duration), encoding="utf-8")
     graph = f"[0:v]{_video_filters(tl, a.out_fps, a.transition)}[v]"
     _encode([script], graph, audio, tl, settings, dest, "assemble")
     if sbs_dest is not None:
         left = run.state_dir / "frames-side.ffconcat"
         with atomic_path(left) as tmp:
-            tmp.write_text(concat_script(frame_paths, tl.times, tl.duration), encoding="utf-8")
+            tmp.write_text(concat_script(p.frame_paths, tl.times, tl.duration), encoding="utf-8")
         each = _video_filters(tl, a.out_fps, a.transition)
         graph = f"[0:v]{each}[l];[1:v]{each}[r];[l][r]hstack=inputs=2[v]"
         _encode([left, script], graph, audio, tl, settings, sbs_dest, "side by side")
-    run.write_record(record, {"key": key, "output": str(dest), "side_by_side": str(sbs_dest or ""),
-                                  "source": a.source, "audio": str(audio) if audio else None,
-                                  "duration": tl.duration})
-    return AssembleResult(dest, sbs_dest, False, str(audio) if audio else None, tl.duration)
+    write_assemble_record(run, p)
+    return AssembleResult(dest, sbs_dest, False, p.sound.says, tl.duration)
+
+
+def write_assemble_record(run: RunFolder, p: AssemblePlan) -> None:
+    run.write_record(p.record, {
+        "key": p.key, "output": record_value(run, p.dest),
+        "side_by_side": record_value(run, p.side_by_side) if p.side_by_side else "",
+        "source": p.source, "audio": str(p.sound.path) if p.sound.path else None, "sound": p.sound.says,
+        "duration": p.timeline.duration,
+    })
 
 
 # -- telephone: one video per round, the rounds side by side, and still-image slideshows ---------
@@ -226,38 +361,65 @@ def grid_layout(count: int, width: int, height: int, max_width: int = 3840) -> t
     return cols, rows, max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def assemble_grid(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
-                  force: bool = False, on_ready: Callable[[], None] | None = None,
-                  rounds: int | None = None) -> AssembleResult:
-    """RUN/dream_grid.mp4: the frames, then every telephone round (or the first `rounds`), side by
-    side (left to right, then top to bottom when there are more than four), with the source's sound."""
+@dataclass
+class GridPlan:
+    timeline: Timeline
+    folders: list[str]
+    paths: dict[str, list[Path]]
+    sound: Sound
+    dest: Path
+    layout: tuple[int, int, int, int]  # columns, rows, tile width, tile height
+    record: str
+    key: str
+
+
+def grid_plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
+              rounds: int | None = None) -> GridPlan:
     a = settings.assemble
     tl = timeline(run)
     folders = ["frames", *round_folders(run)[:rounds]]
     if len(folders) < 2:
         raise UserError(f"{run.root} has no dreams yet; run `video2dream generate` or `video2dream telephone` first")
     paths = {f: image_paths(run, f, tl.names) for f in folders}
-    audio = audio_source(run, a.audio)
-    dest = Path(output or a.output or run.root / "dream_grid.mp4")
+    sound = audio_source(run, a.audio)
+    default = run.root / "dream_grid.mp4"
+    dest = Path(output or a.output or default)
     if dest.is_dir():
         raise UserError(f"output {dest} is a folder; give a file name such as {dest / 'dream_grid.mp4'}")
-    cols, rows, tw, th = grid_layout(len(folders), tl.width, tl.height)
+    check_output(run, dest, sound.path)
+    layout = grid_layout(len(folders), tl.width, tl.height)
     key = stable_hash(
         [(p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns) for ps in paths.values() for p in ps],
-        a.transition, a.out_fps, a.crf, str(dest.resolve()), media.fingerprint(audio) if audio else None,
-        tl.duration, cols, rows, tw, th,
+        a.transition, a.out_fps, a.crf, media.fingerprint(sound.path) if sound.path else None,
+        tl.duration, tl.times, *layout,
     )
+    record = "assemble-grid" if _same_path(dest, default) else \
+        f"assemble-output-{stable_hash(str(dest.resolve()), length=12)}"
+    return GridPlan(tl, folders, paths, sound, dest, layout, record, key)
+
+
+def assemble_grid(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
+                  force: bool = False, on_ready: Callable[[], None] | None = None,
+                  rounds: int | None = None) -> AssembleResult:
+    """RUN/dream_grid.mp4: the frames, then every telephone round (or the first `rounds`), side by
+    side (left to right, then top to bottom when there are more than four), with the source's sound."""
+    a = settings.assemble
+    p = grid_plan(run, settings, output, rounds)
+    tl, folders, dest, audio = p.timeline, p.folders, p.dest, p.sound.path
+    cols, rows, tw, th = p.layout
     if on_ready:
         on_ready()
-    done = run.read_record("assemble-grid")
-    if not force and done and done.get("key") == key and dest.is_file():
-        return AssembleResult(dest, None, True, str(audio) if audio else None, tl.duration)
+    done = run.read_record(p.record)
+    if not force and done and done.get("key") == p.key and dest.is_file():
+        return AssembleResult(dest, None, True, p.sound.says, tl.duration)
     run.ensure()
+    if p.sound.warning:
+        say(p.sound.warning)
     scripts = []
     for f in folders:
         script = run.state_dir / f"grid-{f}.ffconcat"
         with atomic_path(script) as tmp:
-            tmp.write_text(concat_script(paths[f], tl.times, tl.duration), encoding="utf-8")
+            tmp.write_text(concat_script(p.paths[f], tl.times, tl.duration), encoding="utf-8")
         scripts.append(script)
     tile = Timeline(tl.names, tl.times, tl.duration, tl.source_start, tw, th)
     each = _video_filters(tile, a.out_fps, a.transition)
@@ -269,9 +431,9 @@ def assemble_grid(run: RunFolder, settings: Settings, output: str | os.PathLike[
         cells = "|".join(f"{(n % cols) * tw}_{(n // cols) * th}" for n in range(len(folders)))
         graph += f"{labels}xstack=inputs={len(folders)}:layout={cells}:fill=black[v]"
     _encode(scripts, graph, audio, tl, settings, dest, "grid")
-    run.write_record("assemble-grid", {"key": key, "output": str(dest), "folders": folders,
-                                       "duration": tl.duration})
-    return AssembleResult(dest, None, False, str(audio) if audio else None, tl.duration)
+    run.write_record(p.record, {"key": p.key, "output": record_value(run, dest), "folders": folders,
+                                "sound": p.sound.says, "duration": tl.duration})
+    return AssembleResult(dest, None, False, p.sound.says, tl.duration)
 
 
 def slideshow(paths: list[Path], hold: float, crossfade: float, width: int, height: int, dest: Path,
@@ -297,20 +459,61 @@ def slideshow(paths: list[Path], hold: float, crossfade: float, width: int, heig
     return duration
 
 
-def mux_audio(run: RunFolder, source: str | os.PathLike[str], video: Path | None = None) -> Path:
-    """Add or replace the soundtrack of dream.mp4 without re-encoding the picture."""
-    video = video or run.video
+@dataclass
+class MuxResult:
+    videos: list[Path]
+    settings: Settings  # the folder's settings with its soundtrack: save them
+    sound: str
+
+
+def mux_audio(run: RunFolder, settings: Settings, source: str | os.PathLike[str]) -> MuxResult:
+    """Add or replace the soundtrack of dream.mp4 (and its side-by-side video) without re-encoding
+    the picture. The sound becomes the folder's: later `assemble`s keep it (assemble.audio is its
+    absolute path, or 'auto' for the source video itself), until `--audio auto` or another choice."""
+    video = run.video
     if not video.is_file():
         raise UserError(f"{video} does not exist yet; run `video2dream assemble {run.root}` first")
-    source = Path(source)
+    source = Path(source).resolve()  # saved for later assembles: the same file from any directory
+    record = run.read_record("assemble") or {}
+    side = from_record(run, record["side_by_side"]) if record.get("side_by_side") else None
+    videos = [v for v in (video, side) if v is not None and v.is_file()]
+    if any(_same_path(source, v) for v in videos):
+        raise UserError(f"{source} is the video whose sound would be replaced; give another file with sound")
     if not media.has_audio(source):
         raise UserError(f"{source} has no audio stream; give a file with sound")
+    was_current = _current_plan(run, settings, record)
+    for v in videos:
+        _mux(run, v, source)
+    src = run.read_record("source") or {}
+    is_source = bool(src.get("path")) and _same_path(source, Path(src["path"])) \
+        and media.fingerprint(source) == src.get("fingerprint")
+    if is_source:
+        run.clear_record("soundtrack")
+    else:
+        run.write_record("soundtrack", {"path": str(source), "fingerprint": media.fingerprint(source)})
+    settings = replace_section(settings, "assemble", audio="auto" if is_source else str(source))
+    if was_current:  # the video is still current, now with this sound: say so to the next assemble
+        write_assemble_record(run, plan(run, replace_section(settings, "assemble", source=was_current.source)))
+    return MuxResult(videos, settings, audio_source(run, settings.assemble.audio).says)
+
+
+def _current_plan(run: RunFolder, settings: Settings, record: dict) -> AssemblePlan | None:
+    """The plan of dream.mp4 as last assembled, if it is still current."""
+    if not record.get("key"):
+        return None
+    try:
+        p = plan(run, replace_section(settings, "assemble", source=record.get("source", "dreams"), output=None))
+    except UserError:
+        return None
+    return p if p.key == record["key"] and p.record == "assemble" else None
+
+
+def _mux(run: RunFolder, video: Path, source: Path) -> None:
     duration = media.probe(video).duration
     done = run.read_record("extract") or {}
     seek = ["-ss", f"{float(done['start'])!r}"] if float(done.get("start") or 0) > 0 else []
-    args = ["-i", str(video), *seek, "-i", str(source), "-map", "0:v:0", "-map", "1:a:0",
-            "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-t", f"{duration:.6f}",
-            "-movflags", "+faststart"]
+    args = ["-i", media.arg(video), *seek, "-protocol_whitelist", "file", "-i", media.arg(source),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
+            "-t", f"{duration:.6f}", "-movflags", "+faststart"]
     with atomic_path(video) as tmp:
-        media.run_ffmpeg([*args, str(tmp)], f"add the sound of {source} to {video.name}")
-    return video
+        media.run_ffmpeg([*args, media.arg(tmp)], f"add the sound of {source} to {video.name}")

@@ -141,9 +141,11 @@ def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fp
     args = []
     if start > 0 and probe.format.startswith(SEEKS_TO_KEYFRAMES):
         args += ["-ss", f"{start!r}", "-noaccurate_seek"]
-    args += ["-copyts", "-i", str(video), "-map", "0:v:0", "-vf", ",".join(filters),
+    # Absolute paths, the folder's '%' escaped: exactly these files, whatever the names (issue 9).
+    # 0:V is the first video stream that is not cover art (an attached picture).
+    args += ["-copyts", "-i", media.arg(video), "-map", "0:V:0", "-vf", ",".join(filters),
              "-frames:v", str(count), "-pix_fmt", "rgb24", "-start_number", "1",
-             str(out_dir / "%06d.png")]
+             media.image_pattern(out_dir, "%06d.png")]
     with progress_bar(total=count, desc="extract", unit="frame") as bar:
         def update(block: dict[str, str]) -> None:
             if block.get("frame", "").isdigit():

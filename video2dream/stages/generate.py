@@ -99,11 +99,12 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
 
 def is_current(path: Path, key: str) -> bool:
     """Whether path is a whole, undamaged PNG carrying key. The key is near the start of the file, so
-    a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk."""
-    from ..pngmeta import png_intact, read_png_text
+    a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk,
+    and that its image data inflates (valid checksums over bad data would drop out of the video)."""
+    from ..pngmeta import png_decodes, read_png_text
 
     try:
-        return png_intact(path) and read_png_text(path).get(KEY_CHUNK) == key
+        return png_decodes(path) and read_png_text(path).get(KEY_CHUNK) == key
     except Exception:  # missing or corrupt: paint it again
         return False
 
