@@ -130,4 +130,13 @@ def status_report(run: RunFolder) -> str:
         lines.append(f"assemble    {asm['output']} from {asm.get('source')} ({asm.get('duration', 0):.2f} s)")
     else:
         lines.append("assemble    not run")
+    lines += settings_lines(settings)
     return "\n".join(lines)
+
+
+def settings_lines(settings: Settings) -> list[str]:
+    """The folder's settings that differ from the built-in defaults, for status."""
+    from .settings import describe
+
+    changed = describe(settings) or ["all built-in defaults"]
+    return [f"{'settings' if k == 0 else '':<12}{line}" for k, line in enumerate(changed)]
