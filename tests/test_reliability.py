@@ -8,6 +8,7 @@ import csv
 import errno
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -272,7 +273,7 @@ def test_interrupted_extract_and_assemble_stop_quickly_and_keep_what_was_there(
     code, err, took = _interrupt(proc, lambda: any(run.glob(f"dream{TMP_MARK}*.mp4")), sig)
     assert code == 130, err
     assert took < STOP_WITHIN, f"took {took:.2f} s to stop"
-    assert f"Resume with: video2dream assemble {run}" in err and "Traceback" not in err
+    assert f"Resume with: video2dream assemble {shlex.quote(str(run))}" in err and "Traceback" not in err
     assert work(run) == keep
     assert not leftovers(run)
 
@@ -293,7 +294,7 @@ def test_interrupted_model_stages_stop_within_two_seconds(reference: Reference, 
     code, err, took = _interrupt(proc, ready, sig)
     assert code == 130, err
     assert took < STOP_WITHIN, f"took {took:.2f} s to stop"
-    assert f"Resume with: video2dream {command} {run}" in err
+    assert f"Resume with: video2dream {command} {shlex.quote(str(run))}" in err
     assert not leftovers(run)
 
 
