@@ -332,3 +332,17 @@ def test_quickstart_uses_one_folder_per_video_and_prints_it(tmp_path: Path) -> N
     assert f"done: {project}/runs/quickstart-my party/dream.mp4" in outputs[1]
     assert f"done: {project}/runs/quickstart/dream.mp4" in outputs[2]
     assert (project / "runs" / "quickstart-clip.mp4").stat().st_size > 0
+
+
+def test_telephone_saves_no_scheduler_or_lora_it_cannot_use(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """telephone saves its settings before its models load: what can be checked without them is
+    checked first."""
+    image = make_clip(tmp_path / "cover.png", "testsrc2=size=64x48", args=("-frames:v", "1"))
+    out = tmp_path / "chain"
+    err = refused(capsys, "telephone", image, "-o", out, "--preset", "tiny", "--scheduler", "NoSuchScheduler")
+    assert "unknown scheduler" in err
+    err = refused(capsys, "telephone", image, "-o", out, "--preset", "tiny", "--lora", "./no/such.safetensors")
+    assert "no/such.safetensors" in err
+    assert not (out / "settings.yaml").exists()

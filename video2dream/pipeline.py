@@ -79,10 +79,25 @@ def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -
     from .telephone import chain_settings, telephone
 
     settings = chain_settings(settings)
+    _check_before_saving(settings)
     r = telephone(args.video, run, settings, force=args.force, on_ready=_saver(run, settings))
     free_memory()
     for line in r.summary():
         say(line)
+
+
+def _check_before_saving(settings: Settings) -> None:
+    """The telephone saves its settings before its models load (a finished chain loads none):
+    check first what can be checked without them, so that no such value is saved."""
+    from .models.devices import check_device
+    from .models.painter import _check_lora, _scheduler_class
+
+    check_device(settings.device, settings.dtype)
+    g = settings.generate
+    if g.scheduler:
+        _scheduler_class(g.scheduler)
+    if g.lora:
+        _check_lora(g.lora)
 
 
 def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
