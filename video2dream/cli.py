@@ -171,7 +171,8 @@ class _Parser(argparse.ArgumentParser):
             name, eq, value = arg.partition("=")
             alias = self.aliases.get(name)
             if alias == POSITIONAL:  # --image_path PATH: the INPUT, after every option
-                tail += ["--", value if eq else next(it, "")]
+                value = value if eq else next(it, None)
+                tail += [arg] if value is None else ["--", value]  # no PATH: argparse names the flag
                 continue
             if alias is None and name.startswith("--") and "_" in name and name not in self._option_string_actions:
                 dashed = name.replace("_", "-")

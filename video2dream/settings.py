@@ -390,14 +390,22 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _shown(value: Any) -> str:
+    """A value as one would type it: true/false, none, text quoted when it has spaces or is empty."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "none"}[value]
+    if isinstance(value, str) and (not value or " " in value or "," in value):
+        return repr(value)
+    return str(value)
+
+
 def describe(s: Settings) -> list[str]:
     """The settings that differ from the built-in defaults, one line per section (for `status`)."""
     default = Settings().to_dict()
     lines = []
     for key, value in s.to_dict().items():
         if isinstance(value, dict):
-            changed = [f"{name}={v!r}" if isinstance(v, str) and (not v or " " in v) else f"{name}={v}"
-                       for name, v in value.items() if v != default[key][name]]
+            changed = [f"{name}={_shown(v)}" for name, v in value.items() if v != default[key][name]]
             if changed:
                 lines.append(f"{key}: {', '.join(changed)}")
         elif value != default[key]:
