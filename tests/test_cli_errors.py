@@ -101,6 +101,7 @@ CASES = [
     ("dream of 8192x8192", "generate {run} --width 8192 --height 8192", "run", "4096x4096"),
     ("out-fps 1e9", "assemble {run} --from frames --out-fps 1e9", "run", "--out-fps"),
     ("crf 52", "assemble {run} --from frames --crf 52", "run", "--crf"),
+    ("run with an unknown scheduler", "run {video} -o {run} --scheduler NoSuchScheduler", "run", "unknown scheduler"),
 ]
 
 

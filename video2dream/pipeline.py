@@ -87,8 +87,9 @@ def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -
 
 
 def _check_before_saving(settings: Settings) -> None:
-    """The telephone saves its settings before its models load (a finished chain loads none):
-    check first what can be checked without them, so that no such value is saved."""
+    """telephone and run save their settings before their models load (extract comes first; a
+    finished chain loads none): check first what can be checked without them, so that no such
+    value is saved."""
     from .models.devices import check_device
     from .models.painter import _check_lora, _scheduler_class
 
@@ -101,9 +102,7 @@ def _check_before_saving(settings: Settings) -> None:
 
 
 def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
-    from .models.devices import check_device
-
-    check_device(settings.device, settings.dtype)  # before extract writes anything
+    _check_before_saving(settings)  # before extract writes anything (and saves the settings)
     for step in (do_extract, do_interrogate, do_generate, do_assemble):
         step(run, settings, args)
 
