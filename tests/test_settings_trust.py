@@ -346,3 +346,12 @@ def test_telephone_saves_no_scheduler_or_lora_it_cannot_use(
     err = refused(capsys, "telephone", image, "-o", out, "--preset", "tiny", "--lora", "./no/such.safetensors")
     assert "no/such.safetensors" in err
     assert not (out / "settings.yaml").exists()
+
+
+def test_fps_above_the_sources_is_said_not_refused(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refusing it would make a saved --fps fail the next, slower video: the command says it instead."""
+    capsys.readouterr()
+    assert cli("extract", clip, "-o", tmp_path / "run", "--fps", "20") == 0
+    assert "above the frame rate of clip.mp4 (10 fps)" in capsys.readouterr().err
