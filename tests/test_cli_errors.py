@@ -95,6 +95,13 @@ CASES = [
     ("unknown transition", "assemble {run} --from frames --transition wipe", "run", "--transition"),
     ("mux-audio without sound", "mux-audio {run} {silent}", "run", "no audio"),
     ("mux-audio from a text file", "mux-audio {run} {text}", "run", "not a media file"),
+    ("fps inf", "extract {video} -o {run} --fps inf", "run", "--fps"),
+    ("fps 1e9", "extract {video} -o {run} --fps 1e9", "run", "--fps"),
+    ("seed past 2^63-1", "generate {run} --seed 9223372036854775808", "run", "--seed"),
+    ("dream of 8192x8192", "generate {run} --width 8192 --height 8192", "run", "4096x4096"),
+    ("out-fps 1e9", "assemble {run} --from frames --out-fps 1e9", "run", "--out-fps"),
+    ("crf 52", "assemble {run} --from frames --crf 52", "run", "--crf"),
+    ("run with an unknown scheduler", "run {video} -o {run} --scheduler NoSuchScheduler", "run", "unknown scheduler"),
 ]
 
 

@@ -299,6 +299,7 @@ def test_generation_size_small_and_odd() -> None:
     assert generation_size(1920, 1080, pixels=256 * 256) == (320, 192)
     w, h = generation_size(1920, 1080, pixels=128 * 128, multiple=8)
     assert (w % 8, h % 8) == (0, 0) and abs(w / h - 16 / 9) < 0.1
-    assert generation_size(4000, 10, pixels=512 * 512)[1] == 64  # never below one multiple
+    assert generation_size(4000, 10, pixels=64 * 64)[1] == 64  # never below one multiple
+    assert generation_size(4000, 10, pixels=512 * 512) == (1024, 256)  # at most 4:1 (MAX_ASPECT)
     with pytest.raises(ValueError):
         generation_size(0, 10)

@@ -491,7 +491,7 @@ BAD = [
     ("model folder missing", None, "generate --model ./no/such/folder", "no/such/folder"),
     ("unknown scheduler", None, "generate --scheduler NoSuchScheduler", "NoSuchScheduler"),
     ("strength 1.5", None, "generate --strength 1.5", "--strength"),
-    ("strength 0", None, "generate --strength 0", "--strength"),
+    ("strength -0.5", None, "generate --strength -0.5", "--strength"),  # (0 is the way back to text to image)
     ("width not a multiple of 8", None, "generate --width 100 --height 64", "multiple of 8"),
     ("width without height", None, "generate --width 128", "together"),
     ("steps 0", None, "generate --steps 0", "--steps"),

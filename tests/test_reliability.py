@@ -8,6 +8,7 @@ import csv
 import errno
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -272,7 +273,7 @@ def test_interrupted_extract_and_assemble_stop_their_ffmpeg_and_keep_what_was_th
                  "--audio", "none")
     code, err, _, _ = _interrupt(proc, lambda: any(run.glob(f"dream{TMP_MARK}*.mp4")), sig)
     assert code == 130, err
-    assert "Resume with: video2dream assemble" in err and "Traceback" not in err
+    assert f"Resume with: video2dream assemble {shlex.quote(str(run))}" in err and "Traceback" not in err
     assert work(run) == keep
     assert not leftovers(run)
 
@@ -305,7 +306,7 @@ def test_interrupted_model_stages_stop_at_the_next_unit(reference: Reference, tm
     code, err, before, after = _interrupt(proc, ready, sig, count)
     assert code == 130, err
     assert before <= after <= before + in_flight, (before, after)
-    assert "Resume with: video2dream " + command in err
+    assert f"Resume with: video2dream {command} {shlex.quote(str(run))}" in err
     assert not leftovers(run)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,13 +16,32 @@ from .progress import say
 from .runfolder import RunFolder
 from .settings import Settings, resolve
 
-# (flags, settings path, type, help); type "flag" is a store_true switch.
+# (flags, settings path, type, help); type "flag" is an on/off switch (--X and --no-X).
 Option = tuple[tuple[str, ...], str, Any, str]
+
+
+class _Clear:
+    """A flag's value that sets its setting back to none (`--strength none`, `--width auto`)."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+CLEAR = _Clear()
+
+
+def _or_none(kind: type, words: tuple[str, ...] = ("none",)) -> Callable[[str], Any]:
+    """kind, or CLEAR for one of words: the way back to a setting's automatic value."""
+    def convert(text: str) -> Any:
+        return CLEAR if text.strip().lower() in words else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names it in "invalid float value: 'x'"
+    return convert
 
 EXTRACT: list[Option] = [
     (("--fps",), "extract.fps", float, "frames per second of source time (default 1)"),
-    (("--start",), "extract.start", float, "first second of the source to use (default 0)"),
-    (("--end",), "extract.end", float, "last second of the source to use (default: the end)"),
+    (("--start",), "extract.start", _or_none(float), "first second of the source to use (default 0)"),
+    (("--end",), "extract.end", _or_none(float), "last second of the source to use (default, or none: the end)"),
 ]
 INTERROGATE: list[Option] = [
     (("--mode",), "interrogate.mode", str, "best, classic, fast, negative or caption (default fast)"),
@@ -38,25 +58,31 @@ GENERATE: list[Option] = [
     (("--model",), "generate.model", str, "SDXL model id or folder"),
     (("--steps",), "generate.steps", int, "denoising steps (default 30)"),
     (("--guidance",), "generate.guidance", float, "classifier-free guidance scale (default 7)"),
-    (("--scheduler",), "generate.scheduler", str, "diffusers scheduler class, e.g. EulerAncestralDiscreteScheduler"),
+    (("--scheduler",), "generate.scheduler", str,
+     "diffusers scheduler class, e.g. EulerAncestralDiscreteScheduler (default: the model's own)"),
     (("--negative-prompt",), "generate.negative_prompt", str, "added to every frame's negative prompt"),
     (("--seed",), "generate.seed", int, "base seed (default 0)"),
     (("--seed-mode",), "generate.seed_mode", str, "per-frame (seed + frame number) or fixed"),
-    (("--strength",), "generate.strength", float, "img2img from the source frame with this strength (0-1]"),
-    (("--width",), "generate.width", int, "dream width (default: source aspect at ~1 MP)"),
-    (("--height",), "generate.height", int, "dream height"),
-    (("--lora",), "generate.lora", str, "LoRA weights: ID_OR_PATH[:SCALE]"),
-    (("--vae",), "generate.vae", str, "a replacement VAE id or folder (e.g. madebyollin/sdxl-vae-fp16-fix)"),
+    (("--strength",), "generate.strength", _or_none(float),
+     "img2img from the source frame with this strength (0-1]; 0 or none: text to image (default)"),
+    (("--width",), "generate.width", _or_none(int, ("none", "auto")),
+     "dream width (default, or 0 or auto: source aspect at ~1 MP)"),
+    (("--height",), "generate.height", _or_none(int, ("none", "auto")), "dream height (0 or auto: automatic)"),
+    (("--lora",), "generate.lora", str, "LoRA weights: ID_OR_PATH[:SCALE] (none: no LoRA)"),
+    (("--vae",), "generate.vae", str,
+     "a replacement VAE id or folder (e.g. madebyollin/sdxl-vae-fp16-fix; none: the model's own)"),
     (("--preview-vae",), "generate.preview_vae", str,
-     "a tiny AutoencoderTiny VAE for fast previews (e.g. madebyollin/taesdxl; softer pictures)"),
-    (("--compile",), "generate.compile", "flag", "torch.compile the UNet (pays off on a GPU for long runs)"),
+     "a tiny AutoencoderTiny VAE for fast previews (e.g. madebyollin/taesdxl; softer pictures; none: off)"),
+    (("--compile",), "generate.compile", "flag",
+     "torch.compile the UNet (pays off on a GPU for long runs); --no-compile: off (default)"),
 ]
 GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames per pipeline call (default 1)")
 ASSEMBLE: list[Option] = [
     (("--from",), "assemble.source", str, "dreams (default) or frames"),
     (("--audio",), "assemble.audio", str, "auto (the source's sound), none, or a PATH to take sound from"),
     (("--transition",), "assemble.transition", str, "cut (default) or crossfade"),
-    (("--side-by-side",), "assemble.side_by_side", "flag", "also write NAME_side_by_side.mp4: frames | dreams"),
+    (("--side-by-side",), "assemble.side_by_side", "flag",
+     "also write NAME_side_by_side.mp4: frames | dreams; --no-side-by-side: not (default)"),
     (("--out-fps",), "assemble.out_fps", float, "frame rate of the mp4 (default 30)"),
     (("--crf",), "assemble.crf", int, "x264 quality, lower is better (default 18)"),
 ]
@@ -75,7 +101,8 @@ _TELEPHONE_HELP = {
     "generate.steps": (("--steps-per-image",), "SDXL denoising steps per picture (default 30)"),
     "generate.seed": (("--seed",), "base seed: step K paints with seed + K (default 0)"),
     "generate.seed_mode": (("--seed-mode",), "per-frame (seed + step; a video: + frame number) or fixed"),
-    "generate.strength": (("--strength",), "img2img from the previous step's picture with this strength (0-1]"),
+    "generate.strength": (("--strength",), "img2img from the previous step's picture with this strength (0-1]; "
+                          "0 or none: text to image (default)"),
     "generate.negative_prompt": (("--negative-prompt",), "added to every step's negative prompt"),
 }
 TELEPHONE_GENERATE: list[Option] = [
@@ -104,7 +131,7 @@ def _add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None
     for flags, path, kind, text in options:
         dest = "set:" + path
         if kind == "flag":
-            parser.add_argument(*flags, dest=dest, action="store_const", const=True, default=None, help=text)
+            parser.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             parser.add_argument(*flags, dest=dest, type=kind, default=None, help=text,
                                 metavar=flags[0].lstrip("-").replace("-", "_").upper())
@@ -120,8 +147,43 @@ def _command(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+POSITIONAL = "<positional>"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Also takes every flag spelled with underscores (--min_length for --min-length), and the
+    original telephone game's own names (`aliases`), without showing them in --help."""
+
+    aliases: dict[str, str] = {}
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        if args is not None:
+            args = self._respell(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _respell(self, args: list[str]) -> list[str]:
+        out: list[str] = []
+        tail: list[str] = []
+        it = iter(args)
+        for arg in it:
+            if arg == "--":
+                out += [arg, *it]
+                break
+            name, eq, value = arg.partition("=")
+            alias = self.aliases.get(name)
+            if alias == POSITIONAL:  # --image_path PATH: the INPUT, after every option
+                value = value if eq else next(it, None)
+                tail += [arg] if value is None else ["--", value]  # no PATH: argparse names the flag
+                continue
+            if alias is None and name.startswith("--") and "_" in name and name not in self._option_string_actions:
+                dashed = name.replace("_", "-")
+                alias = dashed if dashed in self._option_string_actions else None
+            out += ([alias, value] if eq else [alias]) if alias else [arg]
+        return out + tail
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="video2dream",
         description="Re-imagine a video: frames -> CLIP Interrogator prompts -> SDXL dreams -> mp4.",
         epilog="example:\n  " + EXAMPLES["run"] + "\n\nVIDEO2DREAM_DEBUG=1 shows tracebacks instead of short errors.",
@@ -180,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "telephone",
                  "the telephone game: caption -> SDXL -> caption ... N times, from an image, "
                  "each image of a folder, or every frame of a video")
+    p.aliases = {"--image_path": POSITIONAL, "--output_prefix": "-o"}  # the original game's spellings
     p.add_argument("video", metavar="INPUT", help="an image, a folder of images, or a video")
     p.add_argument("-o", "--output", dest="run_dir", metavar="OUT_DIR", required=True)
     _add_options(p, TELEPHONE[:2])
@@ -203,7 +266,11 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = value
+        node[path[-1]] = None if value is CLEAR else value
+    g = tree.get("generate", {})
+    for one, other in (("width", "height"), ("height", "width")):
+        if one in g and not g[one] and other not in g:  # `--width auto` alone: the size is automatic
+            g[other] = None
     return tree
 
 
@@ -213,9 +280,14 @@ def settings_for(run: RunFolder, args: argparse.Namespace) -> Settings:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
+    """The command as it was typed: settings are saved only once a stage starts its work, so an
+    interrupt before that would lose the flags of a shorter hint."""
+    argv = getattr(args, "argv", None)
+    if argv:
+        return "video2dream " + shlex.join(argv)
     if args.command in ("extract", "run", "telephone"):
-        return f"video2dream {args.command} {args.video} -o {args.run_dir}"
-    return f"video2dream {args.command} {args.run_dir}"
+        return f"video2dream {args.command} {shlex.quote(args.video)} -o {shlex.quote(args.run_dir)}"
+    return f"video2dream {args.command} {shlex.quote(args.run_dir)}"
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -249,10 +321,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
+    real_process = argv is None  # the console script or python -m, not a caller in Python
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # for the resume hint
     signal.signal(signal.SIGTERM, _on_sigterm)
     code = _guarded(lambda: dispatch(args), args)
-    if argv is None:  # the real process (console script, python -m), not a caller in Python
+    if real_process:
         exit_now(code)
     sys.exit(code)
 

@@ -93,16 +93,30 @@ def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -
     from .telephone import chain_settings, telephone
 
     settings = chain_settings(settings)
+    _check_before_saving(settings)
     r = telephone(args.video, run, settings, force=args.force, on_ready=_saver(run, settings))
     free_memory()
     for line in r.summary():
         say(line)
 
 
-def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def _check_before_saving(settings: Settings) -> None:
+    """telephone and run save their settings before their models load (extract comes first; a
+    finished chain loads none): check first what can be checked without them, so that no such
+    value is saved."""
     from .models.devices import check_device
+    from .models.painter import _check_lora, _scheduler_class
 
-    check_device(settings.device, settings.dtype)  # before extract writes anything
+    check_device(settings.device, settings.dtype)
+    g = settings.generate
+    if g.scheduler:
+        _scheduler_class(g.scheduler)
+    if g.lora:
+        _check_lora(g.lora)
+
+
+def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+    _check_before_saving(settings)  # before extract writes anything (and saves the settings)
     for step in (do_extract, do_interrogate, do_generate, do_assemble):
         step(run, settings, args)
 
@@ -141,7 +155,7 @@ def status_report(run: RunFolder) -> str:
 
     lines.append(f"interrogate {interrogate.status(run, settings)}")
     lines.append(f"generate    {generate.status(run, settings)}")
-    return "\n".join(lines + _video_lines(run, settings))
+    return "\n".join(lines + _video_lines(run, settings) + settings_lines(settings))
 
 
 def _source_note(src: dict) -> str:
@@ -196,3 +210,11 @@ def _video_line(run: RunFolder, settings: Settings, label: str, record: str, sou
     except UserError as e:
         state = f"STALE ({e})"
     return f"{label}{what} ({done.get('duration', 0):.2f} s, {done.get('sound', 'sound not recorded')}): {state}"
+
+
+def settings_lines(settings: Settings) -> list[str]:
+    """The folder's settings that differ from the built-in defaults, for status."""
+    from .settings import describe
+
+    changed = describe(settings) or ["all built-in defaults"]
+    return [f"{'settings' if k == 0 else '':<12}{line}" for k, line in enumerate(changed)]

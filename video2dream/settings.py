@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -147,27 +150,32 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge_section(target: Any, values: dict[str, Any], where: str) -> None:
+def _merge_section(target: Any, values: dict[str, Any], where: str, section: str,
+                   origins: dict[str, str]) -> None:
     names = {f.name: f for f in fields(target)}
     for name, value in values.items():
-        name = name.replace("-", "_")
+        name = str(name).replace("-", "_")
         if name not in names:
-            raise UserError(f"{where}: unknown setting '{name}' (known: {', '.join(names)})")
+            raise UserError(f"{where} [{section}]: unknown setting '{name}' (known: {', '.join(names)})")
         setattr(target, name, value)
+        origins[f"{section}.{name}"] = where
 
 
-def merge(settings: Settings, data: dict[str, Any], where: str) -> None:
-    """Overlay a nested mapping ({section: {name: value}} or top-level keys) onto settings."""
+def merge(settings: Settings, data: dict[str, Any], where: str, origins: dict[str, str] | None = None) -> None:
+    """Overlay a nested mapping ({section: {name: value}} or top-level keys) onto settings.
+    origins, if given, learns where each value came from (for error messages)."""
+    origins = {} if origins is None else origins
     for key, value in data.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")
         if key in TOP_LEVEL:
             setattr(settings, key, value)
+            origins[key] = where
         elif key in SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, dict):
                 raise UserError(f"{where}: section '{key}' must be a mapping")
-            _merge_section(getattr(settings, key), value, f"{where} [{key}]")
+            _merge_section(getattr(settings, key), value, where, key, origins)
         elif key in ("name", "description"):
             continue
         else:
@@ -180,18 +188,27 @@ def resolve(
     config: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
-    """The one place defaults, saved run settings, preset/config file and CLI flags meet."""
+    """The one place defaults, saved run settings, preset/config file and CLI flags meet.
+
+    Values are checked (types, then ranges) before anything can save them; local paths are made
+    absolute, so that the saved settings work from any working directory."""
     settings = Settings()
+    origins: dict[str, str] = {}
     if saved:
-        merge(settings, saved, "saved run settings")
+        merge(settings, saved, SAVED, origins)
     if preset:
-        merge(settings, load_yaml(preset_path(preset)), f"preset '{preset}'")
+        merge(settings, load_yaml(preset_path(preset)), f"preset '{preset}'", origins)
     if config:
-        merge(settings, load_yaml(Path(config)), f"config {config}")
+        merge(settings, load_yaml(Path(config)), f"config {config}", origins)
     if overrides:
-        merge(settings, overrides, "command line")
-    validate(settings)
+        merge(settings, overrides, "the command line", origins)
+    check_types(settings, origins)
+    normalize(settings)
+    validate(settings, origins)
     return settings
+
+
+SAVED = "the run folder's settings.yaml"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -199,68 +216,201 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def validate(s: Settings) -> None:
+# Bounds that keep a value from hanging or breaking every later command on the folder (settings
+# are saved): ranges far beyond any use, but finite.
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; per-frame seeds add the frame number
+MAX_TOKENS = 512  # BLIP's text positions (large, base and the tiny preset): no caption is longer
+MAX_SIDE = 8192  # pixels of a dream's side
+MAX_PIXELS = 4096 * 4096  # pixels of a dream
+
+# Flags whose name is not the setting's own (telephone calls generate.steps --steps-per-image).
+_FLAGS = {"assemble.source": "--from", "assemble.output": "-o", "telephone.steps": "--steps"}
+
+
+def _flag(path: str) -> str:
+    return _FLAGS.get(path, "--" + path.rpartition(".")[2].replace("_", "-"))
+
+
+def _where(path: str, origins: dict[str, str] | None) -> str:
+    origin = (origins or {}).get(path)
+    if origin == SAVED:
+        return f" ({path} in {origin}; give {_flag(path)} to replace it)"
+    return f" ({path}, from {origin})" if origin else f" ({path})"
+
+
+def _finite(value: Any) -> bool:
+    return _num(value) and math.isfinite(value)
+
+
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (_finite, "a finite number"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _items(s: Settings) -> Iterator[tuple[str, str, Any]]:
+    """(path, type annotation, value) of every setting."""
+    for f in fields(s):
+        if f.name in SECTIONS:
+            section = getattr(s, f.name)
+            for g in fields(section):
+                yield f"{f.name}.{g.name}", str(g.type), getattr(section, g.name)
+        else:
+            yield f.name, str(f.type), getattr(s, f.name)
+
+
+def check_types(s: Settings, origins: dict[str, str] | None = None) -> None:
+    """Each value of the type its setting holds (YAML may give a list, a string, a bool, NaN...)."""
+    for path, annotation, value in _items(s):
+        kinds = [k.strip() for k in annotation.split("|")]
+        if value is None and "None" in kinds:
+            continue
+        tests = [_KINDS[k] for k in kinds if k in _KINDS]
+        if not any(test(value) for test, _ in tests):
+            what = " or ".join(text for _, text in tests) + (", or none" if "None" in kinds else "")
+            raise UserError(f"{_flag(path)} must be {what}, got {value!r}{_where(path, origins)}")
+
+
+def normalize(s: Settings) -> None:
+    """The ways back to a default: strength 0 is text-to-image, width/height 0 is automatic,
+    'none' (or 'default' for the scheduler) unsets a model option. Local paths become absolute."""
+    g = s.generate
+    if g.strength == 0:
+        g.strength = None
+    g.width = g.width or None
+    g.height = g.height or None
+    for name in ("scheduler", "lora", "vae", "preview_vae"):
+        value = getattr(g, name)
+        if value is not None and value.strip().lower() in ("", "none", "default"):
+            setattr(g, name, None)
+    _absolute_paths(s)
+
+
+def _absolute(value: str) -> str:
+    """An existing local file or folder as an absolute path; anything else (a hub id) as it is."""
+    path = Path(value).expanduser()
+    return os.path.abspath(path) if value and path.exists() else value
+
+
+def _absolute_paths(s: Settings) -> None:
+    """Saved settings must work from any working directory: local paths are saved absolute."""
+    i, g, a = s.interrogate, s.generate, s.assemble
+    i.caption_model = _absolute(i.caption_model)
+    arch, sep, pretrained = i.clip_model.partition("/")
+    if sep and Path(pretrained).expanduser().is_file():  # NAME/PRETRAINED: a weights file
+        i.clip_model = f"{arch}/{_absolute(pretrained)}"
+    for name in ("model", "vae", "preview_vae"):
+        if getattr(g, name):
+            setattr(g, name, _absolute(getattr(g, name)))
+    if g.lora:
+        head, sep, tail = g.lora.rpartition(":")
+        scaled = bool(sep and head) and _finite_text(tail)
+        g.lora = f"{_absolute(head)}:{tail}" if scaled else _absolute(g.lora)
+    if a.audio not in ("auto", "none"):
+        a.audio = _absolute(a.audio)
+
+
+def _finite_text(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _within(low: float, high: float, none_ok: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (none_ok and v is None) or (v is not None and low <= v <= high)
+
+
+# (setting, test, what it must be): run after check_types, so the tests see numbers of the right kind.
+RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("extract.fps", _within(0.001, 240), "from 0.001 to 240 frames per second"),
+    ("extract.start", _within(0, math.inf, none_ok=True), ">= 0 seconds (or none: the beginning)"),
+    ("extract.end", lambda v: v is None or v > 0, "> 0 seconds (or none: the end)"),
+    ("interrogate.min_length", _within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens"),
+    ("interrogate.max_length", _within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens (BLIP's limit)"),
+    ("interrogate.num_beams", _within(1, 64), "from 1 to 64"),
+    ("interrogate.no_repeat_ngram_size", _within(0, MAX_TOKENS), f"from 0 (off) to {MAX_TOKENS}"),
+    ("interrogate.batch_size", _within(1, 1024), "from 1 to 1024 frames"),
+    ("interrogate.chunk_size", _within(1, 1_000_000), "from 1 to 1000000"),
+    ("interrogate.flavor_intermediate_count", _within(1, 1_000_000), "from 1 to 1000000"),
+    ("generate.steps", _within(1, 1000), "from 1 to 1000 steps"),
+    ("generate.guidance", _within(0, 100), "from 0 to 100"),
+    ("generate.seed", _within(0, MAX_SEED), f"a whole number from 0 to {MAX_SEED}"),
+    ("generate.strength", lambda v: v is None or 0 < v <= 1, "in (0, 1] (0 or none: text to image)"),
+    ("generate.width", lambda v: v is None or (64 <= v <= MAX_SIDE and v % 8 == 0),
+     f"a multiple of 8 from 64 to {MAX_SIDE} (0 or auto: the source's shape)"),
+    ("generate.height", lambda v: v is None or (64 <= v <= MAX_SIDE and v % 8 == 0),
+     f"a multiple of 8 from 64 to {MAX_SIDE} (0 or auto: the source's shape)"),
+    ("generate.pixels", _within(64 * 64, MAX_PIXELS), f"from {64 * 64} to {MAX_PIXELS} pixels"),
+    ("generate.batch_size", _within(1, 64), "from 1 to 64 frames"),
+    ("assemble.out_fps", _within(1, 240), "from 1 to 240 frames per second"),
+    ("assemble.crf", _within(0, 51), "from 0 (lossless) to 51 (x264's range)"),
+    ("telephone.steps", _within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
+    ("telephone.hold", lambda v: 0 < v <= 3600, "a positive number of seconds, at most 3600"),
+    ("telephone.strip_height", _within(64, 4096), "a whole number of pixels from 64 to 4096"),
+]
+
+
+def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
+    """Every value in range (RANGES) and the settings consistent; types are check_types's."""
+    values = {path: value for path, _, value in _items(s)}
+    for path, ok, what in RANGES:
+        _check(ok(values[path]), f"{_flag(path)} must be {what}, got {values[path]!r}{_where(path, origins)}")
     e, i, g, a = s.extract, s.interrogate, s.generate, s.assemble
-    _check(_num(e.fps) and e.fps > 0, f"--fps must be a positive number, got {e.fps!r}")
-    _check(e.start is None or (_num(e.start) and e.start >= 0), "--start must be >= 0 seconds")
-    _check(e.end is None or (_num(e.end) and e.end > 0), "--end must be > 0 seconds")
     if e.start is not None and e.end is not None:
         _check(e.end > e.start, f"--end ({e.end}) must be after --start ({e.start})")
     modes = ("best", "classic", "fast", "negative", "caption")
     _check(i.mode in modes, f"unknown --mode '{i.mode}' (choose from {', '.join(modes)})")
-    for name in ("min_length", "max_length", "num_beams", "batch_size", "chunk_size"):
-        value = getattr(i, name)
-        _check(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1")
-    _check(i.no_repeat_ngram_size >= 0, "--no-repeat-ngram-size must be >= 0")
     _check(i.max_length >= i.min_length, "--max-length must be >= --min-length")
     _check("/" in i.clip_model or i.clip_model.startswith("tiny:"),
            f"--clip-model must look like NAME/PRETRAINED, got '{i.clip_model}'")
-    _check(isinstance(g.steps, int) and g.steps >= 1, "--steps must be >= 1")
-    _check(_num(g.guidance) and g.guidance >= 0, "--guidance must be >= 0")
     _check(g.seed_mode in ("fixed", "per-frame"), "--seed-mode must be 'fixed' or 'per-frame'")
-    _check(isinstance(g.seed, int) and g.seed >= 0, "--seed must be a whole number >= 0")
-    _check(
-        g.strength is None or (_num(g.strength) and 0 < g.strength <= 1),
-        "--strength must be in (0, 1]",
-    )
-    for name in ("width", "height"):
-        value = getattr(g, name)
-        _check(
-            value is None or (isinstance(value, int) and value >= 64 and value % 8 == 0),
-            f"--{name} must be a multiple of 8, at least 64",
-        )
     _check((g.width is None) == (g.height is None), "give --width and --height together")
-    _check(isinstance(g.batch_size, int) and g.batch_size >= 1, "--batch-size must be >= 1")
-    _check(isinstance(g.compile, bool), f"generate.compile must be true or false, got {g.compile!r}")
+    if g.width and g.height:
+        _check(g.width * g.height <= MAX_PIXELS,
+               f"--width x --height must be at most {MAX_PIXELS} pixels (4096x4096), got {g.width}x{g.height}")
     _check(not (g.vae and g.preview_vae), "give --vae or --preview-vae, not both")
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
            "--from must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02")
     _check(a.transition in ("cut", "crossfade"), "--transition must be 'cut' or 'crossfade'")
-    _check(_num(a.out_fps) and a.out_fps > 0, "--out-fps must be a positive number")
-    _validate_telephone(s.telephone)
+    t = s.telephone
+    modes = ("caption", "fast", "classic", "best", "negative")
+    _check(t.mode in modes, f"unknown --mode '{t.mode}' (choose from {', '.join(modes)})")
+    _check(0 <= t.crossfade < t.hold,
+           f"--crossfade must be >= 0 and shorter than --hold ({t.hold} s), got {t.crossfade!r}")
     _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"),
            f"unknown --device '{s.device}' (auto, cpu, cuda, cuda:N, mps)")
     dtypes = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
     _check(s.dtype in dtypes, f"unknown --dtype '{s.dtype}' (choose from {', '.join(dtypes)})")
 
 
-def _validate_telephone(t: TelephoneSettings) -> None:
-    _check(isinstance(t.steps, int) and not isinstance(t.steps, bool) and t.steps >= 1,
-           f"--steps must be a whole number >= 1 (how many times the picture goes round), got {t.steps!r}")
-    modes = ("caption", "fast", "classic", "best", "negative")
-    _check(t.mode in modes, f"unknown --mode '{t.mode}' (choose from {', '.join(modes)})")
-    _check(_num(t.hold) and t.hold > 0, f"--hold must be a positive number of seconds, got {t.hold!r}")
-    _check(_num(t.crossfade) and 0 <= t.crossfade < t.hold,
-           f"--crossfade must be >= 0 and shorter than --hold ({t.hold} s), got {t.crossfade!r}")
-    _check(isinstance(t.strip_height, int) and 64 <= t.strip_height <= 4096,
-           f"--strip-height must be a whole number of pixels from 64 to 4096, got {t.strip_height!r}")
-
-
 def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _shown(value: Any) -> str:
+    """A value as one would type it: true/false, none, text quoted when it has spaces or is empty."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "none"}[value]
+    if isinstance(value, str) and (not value or " " in value or "," in value):
+        return repr(value)
+    return str(value)
 
+
+def describe(s: Settings) -> list[str]:
+    """The settings that differ from the built-in defaults, one line per section (for `status`)."""
+    default = Settings().to_dict()
+    lines = []
+    for key, value in s.to_dict().items():
+        if isinstance(value, dict):
+            changed = [f"{name}={_shown(v)}" for name, v in value.items() if v != default[key][name]]
+            if changed:
+                lines.append(f"{key}: {', '.join(changed)}")
+        elif value != default[key]:
+            lines.append(f"{key}: {value}")
+    return lines
 
 
 def replace_section(settings: Settings, section: str, **changes: Any) -> Settings:

@@ -84,7 +84,9 @@ class ModelCache:
 
         i = settings.interrogate
         key = (i.caption_model, settings.device, settings.dtype)
-        return self._get("captioner", key, lambda: Captioner(i.caption_model, settings.device, settings.dtype))
+        captioner = self._get("captioner", key, lambda: Captioner(i.caption_model, settings.device, settings.dtype))
+        captioner.check_lengths(i.min_length, i.max_length)
+        return captioner
 
     def interrogator(self, settings: Settings) -> Interrogator:
         from .interrogator import Interrogator

@@ -53,6 +53,17 @@ class Captioner:
             )
         self.model.to(self.device).eval()
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest caption the model can write: its text decoder's positions."""
+        return int(getattr(self.model.config.text_config, "max_position_embeddings", 512))
+
+    def check_lengths(self, min_length: int, max_length: int) -> None:
+        """Refuse, before any work (and before settings are saved), lengths the model cannot reach."""
+        if max(min_length, max_length) > self.max_tokens:
+            raise UserError(f"--min-length/--max-length {min_length}/{max_length}: {self.name} writes at most "
+                            f"{self.max_tokens} tokens; give --max-length {self.max_tokens} or less")
+
     def caption(
         self,
         images: list[Image.Image],
