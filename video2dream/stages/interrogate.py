@@ -105,33 +105,42 @@ class Placement:
 
 
 def place_rows(df: pd.DataFrame, keys: dict[str, str], times: dict[str, float]) -> Placement:
-    """Put each row on its frame: by name when its time is the frame's (or it has none); a hand-edited
-    row of another moment moves to the frame at its time, or is orphaned when there is none. A row the
-    tool wrote for a moment that changed is stale (written again); one for a frame that is gone, dropped."""
+    """Put each row on the frame of its moment: its own frame when its time is that frame's (or it has
+    no time); else the frame now at its time (after another --fps or --start). A hand-edited row, or
+    one with something in the user's own columns, whose moment has no frame is orphaned; a row the tool
+    wrote is dropped (it is made again). A row that moved is stale unless edited by hand."""
     tol = moment_tolerance(sorted(times.values()))
-    p = Placement()
-    movers = []
-    for row in df.to_dict("records"):  # not itertuples: it renames columns such as "my notes"
-        name = row["filename"]
-        here = name in keys and same_moment(row.get("time", ""), times[name], tol)
-        if is_edited(row) and not here:
-            movers.append(row)
-        elif name not in keys:
-            p.dropped.append(name)
-        else:
-            p.rows[name] = row
-            p.states[name] = ("edited" if is_edited(row) else
-                              "current" if here and row.get("settings_key") == keys[name] else "stale")
     by_time = sorted((t, n) for n, t in times.items())
-    for row in movers:
-        target = _frame_at(by_time, parse_time(row.get("time", "")), tol)
-        if target is None or p.states.get(target) == "edited":
-            p.orphaned.append(row)
+    p = Placement()
+    records = df.to_dict("records")  # not itertuples: it renames columns such as "my notes"
+    here = [r["filename"] in keys and same_moment(r.get("time", ""), times[r["filename"]], tol) for r in records]
+    # Rows on their own frame first: a row from another moment never displaces one of them unless it
+    # was edited by hand and they were not.
+    for row, home in sorted(zip(records, here, strict=True), key=lambda pair: not pair[1]):
+        name, edited = row["filename"], is_edited(row)
+        target = name if home else _frame_at(by_time, parse_time(row.get("time", "")), tol)
+        if target is not None and target in p.rows and (p.states[target] == "edited" or not edited):
+            target = None  # its frame already has a row that wins
+        if target is None:
+            if edited or _has_user_data(row):
+                p.orphaned.append(row)
+            else:
+                p.dropped.append(name)
             continue
-        p.moved.append((row["filename"], target))
-        p.rows[target] = {**row, "filename": target, "time": f"{times[target]:.6f}"}
-        p.states[target] = "edited"
+        if target in p.rows and _has_user_data(p.rows[target]):
+            p.orphaned.append(p.rows[target])  # a hand-edited row displaced it: keep the user's cells
+        if not home:
+            row = {**row, "filename": target, "time": f"{times[target]:.6f}"}
+            if edited:
+                p.moved.append((name, target))
+        p.rows[target] = row
+        p.states[target] = ("edited" if edited else
+                            "current" if home and row.get("settings_key") == keys[target] else "stale")
     return p
+
+
+def _has_user_data(row: dict) -> bool:
+    return any(str(v).strip() for c, v in row.items() if c not in PROMPTS_COLUMNS)
 
 
 def _frame_at(by_time: list[tuple[float, str]], t: float | None, tol: float) -> str | None:
@@ -236,10 +245,10 @@ def _report_placement(run: RunFolder, result: InterrogateResult, force: bool) ->
         say(f"kept {len(result.kept_edited)} hand-edited row(s) of {name} "
             f"({', '.join(result.kept_edited[:5])}); --force writes them again")
     if result.orphaned:
-        say(f"{len(result.orphaned)} hand-edited row(s) of {name} are for moments that have no frame now "
+        say(f"{len(result.orphaned)} row(s) of {name} with your edits are for moments that have no frame now "
             f"({', '.join(result.orphaned[:5])}); they are kept in {orphans_path(run)}")
     if result.dropped:
-        say(f"dropping {len(result.dropped)} row(s) of {name} for frames that do not exist "
+        say(f"dropping {len(result.dropped)} row(s) of {name} written for frames or moments that do not exist "
             f"({', '.join(result.dropped[:5])})")
 
 
