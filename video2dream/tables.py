@@ -90,7 +90,7 @@ def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
                         f"or {fix}") from None
     except (pd.errors.ParserError, ValueError) as e:
         detail = " ".join(str(e).split())
-        raise UserError(f"{path} is not a readable CSV ({detail}); fix it (check quotes) or {fix}") from None
+        raise UserError(f"{path} is not a readable CSV ({detail}); {fix}") from None
     df.columns = [str(c).strip() if str(c).strip() in required else c for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from ..models.cache import ModelCache
 
 # Never "delete it": the file may hold hand edits.
-FIX = ("fix it in an editor or spreadsheet, or rename it (your edits stay in the renamed file) and run "
-       "`video2dream interrogate` to write a new one")
+FIX = ("fix it in an editor or spreadsheet (check the quotes), or rename it (your edits stay in the "
+       "renamed file) and run `video2dream interrogate` to write a new one")
 
 
 @dataclass
@@ -296,19 +296,19 @@ def _save_orphans(run: RunFolder, orphaned: list[dict]) -> None:
     if not orphaned:
         return
     path = orphans_path(run)
-    new = pd.DataFrame(orphaned)
-    if path.is_file() and path.stat().st_size:
-        new = pd.concat([read_loose(path), new], ignore_index=True)
-    write_csv(path, new.fillna("").drop_duplicates())  # a run killed before prompts.csv was written adds them again
+    rows = read_loose(path).to_dict("records") if path.is_file() and path.stat().st_size else []
+    rows += orphaned
+    header = list(dict.fromkeys(c for r in rows for c in r))
+    table = pd.DataFrame([{c: r.get(c, "") for c in header} for r in rows], columns=header)
+    write_csv(path, table.drop_duplicates())  # a run killed before prompts.csv was written adds them again
 
 
 def _write(run: RunFolder, rows: dict[str, dict], names: list[str], columns: list[str]) -> bytes:
     """Write prompts.csv; the bytes written (to notice a hand edit before the next write)."""
     import pandas as pd
 
-    extra = [c for c in columns if c not in PROMPTS_COLUMNS]  # the user's own columns stay
-    ordered = [rows[n] for n in names if n in rows]
-    out = pd.DataFrame(ordered, columns=PROMPTS_COLUMNS + extra).fillna("")
+    header = PROMPTS_COLUMNS + [c for c in columns if c not in PROMPTS_COLUMNS]  # the user's own columns stay
+    out = pd.DataFrame([{c: rows[n].get(c, "") for c in header} for n in names if n in rows], columns=header)
     return write_csv(run.prompts_csv, out).encode("utf-8")
 
 
