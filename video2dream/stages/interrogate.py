@@ -96,7 +96,7 @@ class Placement:
     rows: dict[str, dict] = field(default_factory=dict)  # frame name -> its row
     states: dict[str, str] = field(default_factory=dict)  # frame name -> current, stale or edited
     moved: list[tuple[str, str]] = field(default_factory=list)
-    orphaned: list[dict] = field(default_factory=list)  # hand-edited rows of moments with no frame
+    orphaned: list[dict] = field(default_factory=list)  # rows with the user's words, of moments with no frame
     dropped: list[str] = field(default_factory=list)  # rows the tool wrote for frames that are gone
 
     @property
@@ -152,11 +152,6 @@ def _frame_at(by_time: list[tuple[float, str]], t: float | None, tol: float) -> 
     return by_time[i][1] if i < len(by_time) and abs(by_time[i][0] - t) <= tol else None
 
 
-def row_states(df: pd.DataFrame, keys: dict[str, str], times: dict[str, float]) -> dict[str, str]:
-    """frame name -> 'current', 'stale' or 'edited' (after hand-edited rows follow their moments)."""
-    return place_rows(df, keys, times).states
-
-
 def interrogate(run: RunFolder, settings: Settings, force: bool = False,
                 on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> InterrogateResult:
     """models: a cache to take the models from (and leave them in); by default they load here."""
@@ -179,7 +174,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     result.kept_edited = [] if force else [n for n in names if states.get(n) == "edited"]
     todo = list(names) if force else [n for n in names if states.get(n) not in ("current", "edited")]
     result.up_to_date = len(names) - len(todo) - len(result.kept_edited)
-    _report_placement(run, result, force)
+    _report_placement(run, result)
     if not todo:
         if on_ready:
             on_ready()
@@ -235,7 +230,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     return result
 
 
-def _report_placement(run: RunFolder, result: InterrogateResult, force: bool) -> None:
+def _report_placement(run: RunFolder, result: InterrogateResult) -> None:
     name = run.prompts_csv.name
     if result.moved:
         shown = ", ".join(f"{a} -> {b}" for a, b in result.moved[:5])
