@@ -96,7 +96,14 @@ def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
 
 
 def _quote(path: Path) -> str:
-    return "'" + str(path.resolve()).replace("'", "'\\''") + "'"
+    """One `file` line's path, quoted for ffconcat. A line break would end the line and let the rest
+    be read as directives, and a NUL cuts the path: refuse those (the table names are checked when
+    read; this is the last line of defence)."""
+    text = str(path)
+    if any(c in text for c in "\n\r\0"):
+        raise UserError(f"cannot give ffmpeg the path {text!r}: it holds a line break or NUL; rename it")
+    text = str(path.resolve())
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _entry(path: Path) -> list[str]:

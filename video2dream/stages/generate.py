@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..progress import progress_bar, say
-from ..runfolder import RunFolder, write_text
+from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
-from ..tables import read_frames
-from .interrogate import read_prompts
+from ..tables import moment_tolerance, parse_time, read_frames, same_moment
+from .interrogate import orphans_path, read_prompts
 
 if TYPE_CHECKING:
     from ..models.cache import ModelCache
@@ -69,7 +69,9 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     unknown = [n for n in rows if n not in set(names)]
     if unknown:
         raise UserError(f"prompts.csv has rows for frames that do not exist ({', '.join(unknown[:5])}); "
-                        "delete those rows, or run `video2dream interrogate` to rewrite the file")
+                        f"run `video2dream interrogate {run.root}`: it keeps hand-edited ones in "
+                        f"{orphans_path(run).name}, or delete those rows")
+    _check_moments(run, rows, dict(zip(names, frames["time"].tolist(), strict=True)))
     missing = [n for n in names if n not in rows]
     if missing:
         raise UserError(f"prompts.csv has no row for {len(missing)} frame(s) ({', '.join(missing[:5])}); "
@@ -95,6 +97,19 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
         key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype)
         jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
     return jobs, (width, height)
+
+
+def _check_moments(run: RunFolder, rows: dict, times: dict[str, float]) -> None:
+    """A row whose time is not its frame's was written for another moment (the frames were extracted
+    again since): painting it onto this frame would put the words on the wrong picture. Refuse."""
+    tol = moment_tolerance(sorted(times.values()))
+    wrong = [n for n, row in rows.items() if not same_moment(row.time, times[n], tol)]
+    if wrong:
+        n = wrong[0]
+        raise UserError(f"{run.prompts_csv.name}'s row for {n} is for the moment {parse_time(rows[n].time):.3f} s, "
+                        f"but frames.csv has {n} at {times[n]:.3f} s ({len(wrong)} such row(s): the frames were "
+                        f"extracted again); run `video2dream interrogate {run.root}`: it moves hand-edited rows "
+                        "to the frame at their time and writes the others again")
 
 
 def is_current(path: Path, key: str) -> bool:
@@ -185,9 +200,9 @@ def _save(run: RunFolder, painter, settings: Settings, job: Job, image, width: i
 
 def _note_truncation(run: RunFolder, painter, jobs: list[Job]) -> list[str]:
     """SDXL's text encoders see 77 tokens: say so once, and record what was cut."""
-    import io
-
     import pandas as pd
+
+    from ..tables import write_csv
 
     cut = []
     for j in jobs:
@@ -197,9 +212,7 @@ def _note_truncation(run: RunFolder, painter, jobs: list[Job]) -> list[str]:
     if cut:
         say(f"{len(cut)} prompt(s) are longer than the 77 tokens SDXL reads; the rest is ignored "
             f"(what was cut is in {run.root / 'truncated.csv'})")
-        buf = io.StringIO()
-        pd.DataFrame(cut).to_csv(buf, index=False, lineterminator="\n")
-        write_text(run.root / "truncated.csv", buf.getvalue())
+        write_csv(run.root / "truncated.csv", pd.DataFrame(cut))  # text cells escaped for spreadsheets
     return [c["filename"] for c in cut]
 
 

@@ -2,7 +2,13 @@
 
 Each row carries two bookkeeping columns: `settings_key` (which frame and which settings made it)
 and `text_hash` (a hash of the prompt and negative prompt as written). A row whose text no longer
-matches its hash was edited by hand and is kept unless --force.
+matches its hash was edited by hand and is kept unless --force; so is a row edited while this command
+runs (prompts.csv is read again before each batch is written, when it changed).
+
+A row belongs to its frame's moment: its `time` must be the frame's time in frames.csv. After the
+frames were extracted again (another --fps, --start), a hand-edited row follows its moment to the
+frame now at that time, or, when no frame is at that time, is moved to prompts_orphaned.csv and
+reported; it is never left on another moment's frame.
 """
 
 from __future__ import annotations
@@ -10,20 +16,32 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..progress import progress_bar, say
 from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
-from ..tables import PROMPTS_COLUMNS, read_csv, read_frames, write_csv
+from ..tables import (
+    PROMPTS_COLUMNS,
+    moment_tolerance,
+    parse_time,
+    read_csv,
+    read_frames,
+    read_loose,
+    same_moment,
+    write_csv,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..models.cache import ModelCache
 
-FIX = "delete prompts.csv and run `video2dream interrogate` to write it again"
+# Never "delete it": the file may hold hand edits.
+FIX = ("fix it in an editor or spreadsheet (check the quotes), or rename it (your edits stay in the "
+       "renamed file) and run `video2dream interrogate` to write a new one")
 
 
 @dataclass
@@ -32,10 +50,17 @@ class InterrogateResult:
     kept_edited: list[str] = field(default_factory=list)
     up_to_date: int = 0
     dropped: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (old name, new name) of edited rows
+    orphaned: list[str] = field(default_factory=list)  # edited rows whose moment has no frame now
+    edited_meanwhile: list[str] = field(default_factory=list)  # edited while this command ran
 
 
 def text_hash(prompt: str, negative_prompt: str) -> str:
     return stable_hash(prompt, negative_prompt, length=12)
+
+
+def is_edited(row: dict) -> bool:
+    return row.get("text_hash") != text_hash(row.get("prompt", ""), row.get("negative_prompt", ""))
 
 
 def row_keys(run: RunFolder, settings: Settings, names: list[str]) -> dict[str, str]:
@@ -59,20 +84,72 @@ def read_prompts(run: RunFolder) -> pd.DataFrame:
     return df
 
 
-def row_states(df: pd.DataFrame, keys: dict[str, str]) -> dict[str, str]:
-    """filename -> 'current', 'stale', 'edited' or 'orphan' (no such frame)."""
-    states = {}
-    for row in df.itertuples(index=False):
-        name = row.filename
-        if name not in keys:
-            states[name] = "orphan"
-        elif row.text_hash != text_hash(row.prompt, row.negative_prompt):
-            states[name] = "edited"
-        elif row.settings_key == keys[name]:
-            states[name] = "current"
-        else:
-            states[name] = "stale"
-    return states
+def orphans_path(run: RunFolder) -> Path:
+    """Where hand-edited rows without a frame go: prompts_orphaned.csv (prompts_r02_orphaned.csv, ...)."""
+    p = run.prompts_csv
+    return p.with_name(f"{p.stem}_orphaned{p.suffix}")
+
+
+@dataclass
+class Placement:
+    """prompts.csv's rows, each on the frame whose moment it is."""
+    rows: dict[str, dict] = field(default_factory=dict)  # frame name -> its row
+    states: dict[str, str] = field(default_factory=dict)  # frame name -> current, stale or edited
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    orphaned: list[dict] = field(default_factory=list)  # rows with the user's words, of moments with no frame
+    dropped: list[str] = field(default_factory=list)  # rows the tool wrote for frames that are gone
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.moved or self.orphaned or self.dropped)
+
+
+def place_rows(df: pd.DataFrame, keys: dict[str, str], times: dict[str, float]) -> Placement:
+    """Put each row on the frame of its moment: its own frame when its time is that frame's (or it has
+    no time); else the frame now at its time (after another --fps or --start). A hand-edited row, or
+    one with something in the user's own columns, whose moment has no frame is orphaned; a row the tool
+    wrote is dropped (it is made again). A row that moved is stale unless edited by hand."""
+    tol = moment_tolerance(sorted(times.values()))
+    by_time = sorted((t, n) for n, t in times.items())
+    p = Placement()
+    records = df.to_dict("records")  # not itertuples: it renames columns such as "my notes"
+    here = [r["filename"] in keys and same_moment(r.get("time", ""), times[r["filename"]], tol) for r in records]
+    # Rows on their own frame first: a row from another moment never displaces one of them unless it
+    # was edited by hand and they were not.
+    for row, home in sorted(zip(records, here, strict=True), key=lambda pair: not pair[1]):
+        name, edited = row["filename"], is_edited(row)
+        target = name if home else _frame_at(by_time, parse_time(row.get("time", "")), tol)
+        if target is not None and target in p.rows and (p.states[target] == "edited" or not edited):
+            target = None  # its frame already has a row that wins
+        if target is None:
+            if edited or _has_user_data(row):
+                p.orphaned.append(row)
+            else:
+                p.dropped.append(name)
+            continue
+        if target in p.rows and _has_user_data(p.rows[target]):
+            p.orphaned.append(p.rows[target])  # a hand-edited row displaced it: keep the user's cells
+        if not home:
+            row = {**row, "filename": target, "time": f"{times[target]:.6f}"}
+            if edited:
+                p.moved.append((name, target))
+        p.rows[target] = row
+        p.states[target] = ("edited" if edited else
+                            "current" if home and row.get("settings_key") == keys[target] else "stale")
+    return p
+
+
+def _has_user_data(row: dict) -> bool:
+    return any(str(v).strip() for c, v in row.items() if c not in PROMPTS_COLUMNS)
+
+
+def _frame_at(by_time: list[tuple[float, str]], t: float | None, tol: float) -> str | None:
+    import bisect
+
+    if t is None:
+        return None
+    i = bisect.bisect_left(by_time, (t - tol, ""))
+    return by_time[i][1] if i < len(by_time) and abs(by_time[i][0] - t) <= tol else None
 
 
 def interrogate(run: RunFolder, settings: Settings, force: bool = False,
@@ -88,27 +165,22 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     from ..models.devices import check_device
 
     check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
-    df = read_prompts(run) if run.prompts_csv.exists() else pd.DataFrame(columns=PROMPTS_COLUMNS)
-    states = row_states(df, keys)
-    result = InterrogateResult()
-    result.dropped = [n for n, s in states.items() if s == "orphan"]
+    seen = _file_bytes(run)  # what prompts.csv holds now: a later difference is someone else's edit
+    df = read_prompts(run) if seen is not None else pd.DataFrame(columns=PROMPTS_COLUMNS)
+    placed = place_rows(df, keys, times)
+    states, rows, columns = placed.states, placed.rows, list(df.columns)
+    result = InterrogateResult(dropped=placed.dropped, moved=placed.moved,
+                               orphaned=[r["filename"] for r in placed.orphaned])
     result.kept_edited = [] if force else [n for n in names if states.get(n) == "edited"]
-    todo = [n for n in names if states.get(n) != "current" and n not in result.kept_edited]
-    if force:
-        todo = list(names)
+    todo = list(names) if force else [n for n in names if states.get(n) not in ("current", "edited")]
     result.up_to_date = len(names) - len(todo) - len(result.kept_edited)
-    if result.kept_edited:
-        say(f"kept {len(result.kept_edited)} hand-edited row(s) of prompts.csv "
-            f"({', '.join(result.kept_edited[:5])}); --force writes them again")
-    if result.dropped:
-        say(f"dropping {len(result.dropped)} row(s) of prompts.csv for frames that do not exist "
-            f"({', '.join(result.dropped[:5])})")
-    rows = {r.filename: r._asdict() for r in df.itertuples(index=False) if r.filename in keys}
+    _report_placement(run, result)
     if not todo:
         if on_ready:
             on_ready()
-        if result.dropped:
-            _write(run, rows, names, df.columns)
+        if placed.changed:
+            _save_orphans(run, placed.orphaned)
+            _write(run, rows, names, columns)
         return result
 
     i = settings.interrogate
@@ -119,11 +191,13 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     interrogator = models.interrogator(settings) if i.mode != "caption" else None
     if on_ready:
         on_ready()
+    _save_orphans(run, placed.orphaned)  # before prompts.csv loses them
     from PIL import Image
 
+    pending = todo
     with progress_bar(total=len(todo), desc=f"interrogate ({i.mode})", unit="frame") as bar:
-        for start in range(0, len(todo), i.batch_size):
-            batch = todo[start:start + i.batch_size]
+        while pending:
+            batch, pending = pending[:i.batch_size], pending[i.batch_size:]
             images = []
             for n in batch:
                 with Image.open(run.frames_dir / n) as im:
@@ -134,37 +208,121 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
                 pairs = [(c, "") for c in captions]
             else:
                 pairs = interrogator.interrogate(images, captions, i.mode)
+            theirs = _take_edits(run, seen, rows, columns, times)  # made while this batch ran: they win
+            result.edited_meanwhile += [n for n in theirs if n not in result.edited_meanwhile]
+            pending = [n for n in pending if n not in theirs]
             for n, caption, (prompt, negative) in zip(batch, captions, pairs, strict=True):
+                if n in theirs:
+                    continue
                 row = rows.get(n, {})
                 row.update(filename=n, prompt=prompt, time=f"{times[n]:.6f}", caption=caption,
                            negative_prompt=negative, settings_key=keys[n],
                            text_hash=text_hash(prompt, negative))
                 rows[n] = row
-            _write(run, rows, names, df.columns)  # a killed run keeps every finished batch
-            result.done += batch
+                result.done.append(n)
+            seen = _write(run, rows, names, columns)  # a killed run keeps every finished batch
             bar.update(len(batch))
+    if result.edited_meanwhile:
+        result.done = [n for n in result.done if n not in result.edited_meanwhile]
+        result.kept_edited += [n for n in result.edited_meanwhile if n not in result.kept_edited]
+        say(f"kept {len(result.edited_meanwhile)} row(s) of {run.prompts_csv.name} edited by hand while "
+            f"interrogate ran ({', '.join(result.edited_meanwhile[:5])})")
     return result
 
 
-def _write(run: RunFolder, rows: dict[str, dict], names: list[str], columns: pd.Index) -> None:
+def _report_placement(run: RunFolder, result: InterrogateResult) -> None:
+    name = run.prompts_csv.name
+    if result.moved:
+        shown = ", ".join(f"{a} -> {b}" for a, b in result.moved[:5])
+        say(f"moved {len(result.moved)} hand-edited row(s) of {name} to the frame now at their time "
+            f"(the frames were extracted again): {shown}")
+    if result.kept_edited:
+        say(f"kept {len(result.kept_edited)} hand-edited row(s) of {name} "
+            f"({', '.join(result.kept_edited[:5])}); --force writes them again")
+    if result.orphaned:
+        say(f"{len(result.orphaned)} row(s) of {name} with your edits are for moments that have no frame now "
+            f"({', '.join(result.orphaned[:5])}); they are kept in {orphans_path(run)}")
+    if result.dropped:
+        say(f"dropping {len(result.dropped)} row(s) of {name} written for frames or moments that do not exist "
+            f"({', '.join(result.dropped[:5])})")
+
+
+def _file_bytes(run: RunFolder) -> bytes | None:
+    try:
+        return run.prompts_csv.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _take_edits(run: RunFolder, seen: bytes | None, rows: dict[str, dict], columns: list[str],
+                times: dict[str, float]) -> list[str]:
+    """Rows of prompts.csv edited by hand since this command last read or wrote it: they replace ours
+    (in rows), and new columns join columns. The names of those rows; none when the file is as we left it."""
+    now = _file_bytes(run)
+    if now is None or now == seen:
+        return []
+    try:
+        df = read_prompts(run)
+    except UserError as e:
+        raise UserError(f"{run.prompts_csv} was changed while interrogate ran and cannot be read now ({e}); "
+                        "it was left as it is: fix it, then run `video2dream interrogate` again") from None
+    columns += [c for c in df.columns if c not in columns]
+    tol = moment_tolerance(sorted(times.values()))
+    theirs = []
+    for row in df.to_dict("records"):
+        n = row["filename"]
+        if n not in times or not same_moment(row.get("time", ""), times[n], tol):
+            continue  # another moment's row (one this command moves or orphans): not this frame's
+        ours = rows.get(n)
+        if ours is not None:
+            ours.update({c: v for c, v in row.items() if c not in PROMPTS_COLUMNS})  # their own columns
+        same_text = ours is not None and (ours.get("prompt"), ours.get("negative_prompt")) == \
+            (row["prompt"], row["negative_prompt"])
+        if is_edited(row) and not same_text:
+            rows[n] = row
+            theirs.append(n)
+    return theirs
+
+
+def _save_orphans(run: RunFolder, orphaned: list[dict]) -> None:
+    """Append hand-edited rows that have no frame now to prompts_orphaned.csv: nothing typed is lost."""
     import pandas as pd
 
-    extra = [c for c in columns if c not in PROMPTS_COLUMNS]  # the user's own columns stay
-    ordered = [rows[n] for n in names if n in rows]
-    out = pd.DataFrame(ordered, columns=PROMPTS_COLUMNS + extra).fillna("")
-    write_csv(run.prompts_csv, out)
+    if not orphaned:
+        return
+    path = orphans_path(run)
+    rows = read_loose(path).to_dict("records") if path.is_file() and path.stat().st_size else []
+    rows += orphaned
+    header = list(dict.fromkeys(c for r in rows for c in r))
+    table = pd.DataFrame([{c: r.get(c, "") for c in header} for r in rows], columns=header)
+    write_csv(path, table.drop_duplicates())  # a run killed before prompts.csv was written adds them again
+
+
+def _write(run: RunFolder, rows: dict[str, dict], names: list[str], columns: list[str]) -> bytes:
+    """Write prompts.csv; the bytes written (to notice a hand edit before the next write)."""
+    import pandas as pd
+
+    header = PROMPTS_COLUMNS + [c for c in columns if c not in PROMPTS_COLUMNS]  # the user's own columns stay
+    out = pd.DataFrame([{c: rows[n].get(c, "") for c in header} for n in names if n in rows], columns=header)
+    return write_csv(run.prompts_csv, out).encode("utf-8")
 
 
 def status(run: RunFolder, settings: Settings) -> str:
     if not run.prompts_csv.exists():
         return "not run"
-    names = read_frames(run.frames_csv)["filename"].tolist()
+    frames = read_frames(run.frames_csv)
+    names = frames["filename"].tolist()
     try:
         df = read_prompts(run)
     except UserError as e:
         return f"prompts.csv unreadable: {e}"
-    states = row_states(df, row_keys(run, settings, names))
+    placed = place_rows(df, row_keys(run, settings, names), dict(zip(names, frames["time"], strict=True)))
+    states = placed.states
     counts = {s: sum(1 for n in names if states.get(n) == s) for s in ("current", "stale", "edited")}
     missing = sum(1 for n in names if n not in states)
-    return (f"{counts['current']}/{len(names)} rows current, {counts['edited']} edited by hand, "
+    line = (f"{counts['current']}/{len(names)} rows current, {counts['edited']} edited by hand, "
             f"{counts['stale']} stale, {missing} missing")
+    if placed.moved or placed.orphaned:
+        line += (f"; {len(placed.moved) + len(placed.orphaned)} hand-edited row(s) are for other moments "
+                 "(interrogate moves them)")
+    return line
