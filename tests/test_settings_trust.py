@@ -355,3 +355,18 @@ def test_fps_above_the_sources_is_said_not_refused(
     capsys.readouterr()
     assert cli("extract", clip, "-o", tmp_path / "run", "--fps", "20") == 0
     assert "above the frame rate of clip.mp4 (10 fps)" in capsys.readouterr().err
+
+
+def test_a_typed_caption_length_moves_the_other_end_of_the_range() -> None:
+    """The README's `interrogate --min-length 40` on a tiny-preset folder (maximum 20) works as written."""
+    from video2dream.settings import resolve
+
+    saved = resolve(preset="tiny").to_dict()
+    i = resolve(saved, overrides={"interrogate": {"min_length": 40}}).interrogate
+    assert (i.min_length, i.max_length) == (40, 40)
+    i = resolve(saved, overrides={"interrogate": {"max_length": 3}}).interrogate
+    assert (i.min_length, i.max_length) == (3, 3)
+    with pytest.raises(UserError, match="max-length"):
+        resolve(saved, overrides={"interrogate": {"min_length": 40, "max_length": 30}})
+    with pytest.raises(UserError, match="max-length"):  # from a file: no guessing which end was meant
+        resolve(overrides=None, saved={"interrogate": {"min_length": 40, "max_length": 30}})

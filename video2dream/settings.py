@@ -201,14 +201,30 @@ def resolve(
     if config:
         merge(settings, load_yaml(Path(config)), f"config {config}", origins)
     if overrides:
-        merge(settings, overrides, "the command line", origins)
+        merge(settings, overrides, COMMAND_LINE, origins)
     check_types(settings, origins)
+    _keep_caption_range(settings, origins)
     normalize(settings)
     validate(settings, origins)
     return settings
 
 
 SAVED = "the run folder's settings.yaml"
+COMMAND_LINE = "the command line"
+
+
+def _keep_caption_range(settings: Settings, origins: dict[str, str]) -> None:
+    """`--min-length 40` on a folder whose maximum is 20 (the tiny preset's) moves the maximum up with
+    it, and a `--max-length` below the minimum moves the minimum down: the flag typed wins over a
+    value that came from a preset or the folder. Both typed and crossed is still an error."""
+    i = settings.interrogate
+    typed_min = origins.get("interrogate.min_length") == COMMAND_LINE
+    typed_max = origins.get("interrogate.max_length") == COMMAND_LINE
+    if i.min_length > i.max_length and typed_min != typed_max:
+        if typed_min:
+            i.max_length = i.min_length
+        else:
+            i.min_length = i.max_length
 
 
 def _check(ok: bool, message: str) -> None:
