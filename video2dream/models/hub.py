@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import pickle
+import re
 import shutil
 import socket
 import threading
@@ -85,7 +86,7 @@ def _where(name: str) -> str:
 
 
 def _detail(e: BaseException) -> str:
-    text = str(e).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch's messages carry terminal colours
     return text.splitlines()[0][:200] if text else e.__class__.__name__
 
 
