@@ -125,13 +125,17 @@ def test_force_removes_only_what_the_tool_made(extracted: Path, clips: tuple[Pat
 # -- the lock -----------------------------------------------------------------------------------------
 
 HOLDER = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from video2dream.runfolder import RunFolder
 from video2dream.errors import UserError
 run, release = RunFolder(sys.argv[1]), Path(sys.argv[2])
+go = release.parent / "go"
+while not go.exists():  # all start together, as closely as can be
+    time.sleep(0.001)
 try:
     with run.lock():
+        (release.parent / f"got-{os.getpid()}").touch()
         print("got", flush=True)
         while not release.exists():
             time.sleep(0.01)
@@ -142,6 +146,7 @@ except UserError as e:
 
 
 def holder(run: Path, release: Path) -> subprocess.Popen[str]:
+    """A process that takes the lock of run and holds it until the file release appears."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", HOLDER, str(run), str(release)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
@@ -160,19 +165,21 @@ def test_a_stale_lock_goes_to_exactly_one_of_many_commands_started_together(
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     stale_lock(run, int(dead.stdout))  # the pid of a process that has ended
-    release = tmp_path / "release"
+    (tmp_path / "signals").mkdir()
+    release = tmp_path / "signals" / "release"
     procs = [holder(run, release) for _ in range(8)]
+    (release.parent / "go").touch()
     try:
-        # Everyone but the winner is refused at once; the winner holds on until released.
+        # Each one is refused (and ends) or gets the lock (and holds it until released).
         deadline = time.monotonic() + 120
-        while sum(p.poll() is not None for p in procs) < len(procs) - 1:
-            assert time.monotonic() < deadline, "the commands neither finished nor got the lock"
+        while sum(p.poll() is not None for p in procs) + len(list(release.parent.glob("got-*"))) < len(procs):
+            assert time.monotonic() < deadline, "the commands neither ended nor got the lock"
             time.sleep(0.02)
-        outputs = [p.communicate()[0] for p in procs if p.poll() is not None]
-        assert all("refused" in out and "in use by another video2dream command" in out for out in outputs), outputs
-        winner = next(p for p in procs if p.poll() is None)
-        assert winner.stdout is not None and winner.stdout.readline().strip() == "got"
-        assert (RunFolder(run).lock_holder() or {}).get("pid") == winner.pid
+        got = [int(p.name[4:]) for p in release.parent.glob("got-*")]
+        assert len(got) == 1, f"{len(got)} commands hold the lock at once"
+        refused = [p.communicate()[0] for p in procs if p.pid not in got]
+        assert all("in use by another video2dream command" in out for out in refused), refused
+        assert (RunFolder(run).lock_holder() or {}).get("pid") == got[0]
     finally:
         release.touch()
         for p in procs:
@@ -192,7 +199,9 @@ def test_a_held_lock_names_pid_host_and_file(
     extracted: Path, clips: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = copy_run(extracted, tmp_path / "run")
-    release = tmp_path / "release"
+    (tmp_path / "signals").mkdir()
+    release = tmp_path / "signals" / "release"
+    (tmp_path / "signals" / "go").touch()
     proc = holder(run, release)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "got"
