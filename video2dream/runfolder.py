@@ -167,9 +167,11 @@ class RunFolder:
         fresh_state = not os.path.lexists(self.state_dir)
         self.check_links()
         fd = None
+        claimed = False
         try:
             fd = self._acquire()
             self._claim(fd)
+            claimed = True
             # With the lock held no other command writes here: every temporary is a killed write's
             # (only in a run folder: a folder that merely becomes one holds nobody's leftovers).
             if not fresh_state:
@@ -183,8 +185,9 @@ class RunFolder:
                     if os.listdir(self.state_dir) == [LOCK]:
                         self.lock_file.unlink()  # still held: nobody can lock this file meanwhile
             if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)  # released cleanly: an empty lock names nobody
+                if claimed:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)  # released cleanly: an empty lock names nobody
                 os.close(fd)
             for folder in ([self.state_dir] if fresh_state else []) + made:
                 with contextlib.suppress(OSError):
