@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -126,12 +127,33 @@ def test_bad_input_gives_a_short_error_and_touches_nothing(
     assert not inputs.missing.exists()
 
 
-def test_a_failed_first_command_leaves_no_folder(inputs: Inputs, tmp_path: Path) -> None:
+def test_a_failed_first_command_leaves_no_folder(
+    inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     new = tmp_path / "new-run"
     assert cli("extract", inputs.text, "-o", new) == 1
     assert not new.exists()
     assert cli("extract", inputs.video, "-o", new, "--fps", "0") == 1
     assert not new.exists()
+    deeper = tmp_path / "new" / "deeper" / "run"  # the folders made on the way go too
+    assert cli("extract", inputs.text, "-o", deeper) == 1
+    assert not (tmp_path / "new").exists()
+    # The lock cannot be taken: a read-only disk, or a full one when writing who holds it.
+    real_open = os.open
+
+    def read_only(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(os.path.join(".video2dream", "lock")):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for name, fake in (("open", read_only), ("pwrite", full)):
+        with monkeypatch.context() as m:
+            m.setattr(os, name, fake)
+            assert cli("extract", inputs.video, "-o", deeper) == 1
+        assert not (tmp_path / "new").exists()
 
 
 def _subprocess(*args: str | Path, debug: bool) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from PIL import Image
 from video2dream import media
 from video2dream.cli import main
 from video2dream.pngmeta import parse_parameters, read_parameters
-from video2dream.runfolder import TMP_MARK
+from video2dream.runfolder import TMP_MARK, RunFolder
 
 torch = pytest.importorskip("torch")
 
@@ -172,7 +172,7 @@ def test_run_makes_every_output(base: Path, clip: Path, capsys: pytest.CaptureFi
         assert p["Model"] == "tiny-sdxl"
         assert "Denoising strength" not in p
     assert not leftovers(base)
-    assert not (base / ".video2dream" / "lock").exists()
+    assert RunFolder(base).lock_holder() is None
 
     code, out, _ = cli(capsys, "status", base)
     assert code == 0
@@ -372,7 +372,7 @@ def test_interrupted_generate_resumes(base: Path, tmp_path: Path, capsys: pytest
     assert "Resume with" in err and f"video2dream generate {run}" in err
     assert "Traceback" not in err
     assert not leftovers(run)
-    assert not (run / ".video2dream" / "lock").exists()
+    assert RunFolder(run).lock_holder() is None
     done = mtimes(run)
     assert 1 <= len(done) < FRAMES, "finished before the signal: nothing was interrupted"
     assert all(valid_png(p) for p in dreams(run))

@@ -25,7 +25,7 @@ from conftest import ROOT, cli, make_clip, snapshot
 from PIL import Image
 
 from video2dream.pngmeta import read_png_text
-from video2dream.runfolder import TMP_MARK
+from video2dream.runfolder import TMP_MARK, RunFolder
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -216,7 +216,7 @@ def test_killed_anywhere_resumes_to_the_same_result(reference: Reference, clip: 
         assert {n: dreams(run).get(n) for n in finished} == finished, "a finished dream was written again"
         same_outputs(run, reference.run)
         assert not leftovers(run), leftovers(run)
-        assert not (run / ".video2dream" / "lock").exists()
+        assert RunFolder(run).lock_holder() is None
     print(f"{len(kills)} kills in {rounds} rounds, by stage: {dict(Counter(kills))}")
     assert len(kills) >= 20
     assert set(kills) == set(STAGES), f"kills by stage: {kills}"
@@ -336,12 +336,12 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(
     assert lock.is_file() and leftovers(run)
     assert snapshot(run).keys() >= before.keys()
     assert cli("extract", clip, "-o", run, "--fps", "1") == 0  # the stale lock is recognised and taken over
-    assert not lock.exists() and not leftovers(run)
+    assert RunFolder(run).lock_holder() is None and not leftovers(run)
     assert len(list((run / "frames").glob("*.png"))) == FRAMES
 
     lock.write_text('{"pid": 1, "host": "another-machine"}')  # alive elsewhere, for all we know
     capsys.readouterr()
-    short_error(cli("extract", clip, "-o", run), capsys.readouterr().err, "in use")
+    short_error(cli("extract", clip, "-o", run), capsys.readouterr().err, "in use", "another-machine", str(lock))
     lock.write_text("garbage")  # unreadable: not a live holder
     assert cli("extract", clip, "-o", run) == 0
 

@@ -212,7 +212,7 @@ def test_extend_resume_after_kill_and_refuse_other_settings(own: dict[str, Path]
     # Killed after step 2: steps 3 and 4 never written, a half-written temporary left behind.
     for k in (3, 4):
         (out / f"step_{k:03d}.png").unlink()
-    (out / "step_003.tmp-dead.png").write_bytes(b"\x89PNG half")
+    (out / "step_003.tmp-0000dead.png").write_bytes(b"\x89PNG half")  # temp_path's form
     assert cli("telephone", own["jpeg"], "-o", out, "--steps", "4") == 0
     assert "2 step(s) painted" in capsys.readouterr().err
     assert not list(out.glob("*.tmp-*"))

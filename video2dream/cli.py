@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import pickle
 import shlex
 import signal
 import sys
@@ -370,7 +371,36 @@ def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence for a friendly CLI
         if debug_enabled():
             raise
+        known = _known_error(e)
+        if known:
+            print(f"video2dream: error: {known}", file=sys.stderr)
+            return 1
         print(f"video2dream: unexpected error: {e.__class__.__name__}: {e} "
               "(run again with VIDEO2DREAM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
+
+
+def _known_error(e: Exception) -> str | None:
+    """Errors of the libraries with one cause the user can act on, as that line."""
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+    image = sys.modules.get("PIL.Image")
+    if image is not None and isinstance(e, image.DecompressionBombError):
+        return (f"{_opened_image(e) or 'an image'} is too large to open safely ({detail}); "
+                "use a smaller image or video")
+    if isinstance(e, pickle.UnpicklingError):  # torch.load(weights_only=True) outside a model load
+        return ("a weights file is a pickle that holds more than tensors, refused because loading it could "
+                f"run code; use .safetensors weights [{detail}]")
+    return None
+
+
+def _opened_image(e: BaseException) -> str | None:
+    """The file Pillow's Image.open was opening when e was raised (from its traceback), if any."""
+    name = None
+    tb = e.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__") == "PIL.Image" and frame.f_locals.get("filename"):
+            name = frame.f_locals["filename"]
+        tb = tb.tb_next
+    return None if name is None else name.decode(errors="replace") if isinstance(name, bytes) else str(name)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,17 @@ from .errors import UserError
 
 STATE = ".video2dream"
 TMP_MARK = ".tmp-"
+LOCK = "lock"
+
+# What the tool makes at the top of a run folder (a video's, or an image's telephone chain); nothing
+# else there is the tool's to delete, clean up or refuse.
+OWN_DIRS = re.compile(r"frames|dreams(_r\d{2,})?")
+OWN_FILES = re.compile(r"frames\.csv|prompts(_r\d{2,})?(_orphaned)?\.csv|truncated\.csv|settings\.yaml|drift\.(csv|png)"
+                       r"|dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4"
+                       r"|chain\.(csv|mp4)|chain_strip\.png|index_strip\.png|step_\d{3,}\.png")
+# Temporaries: temp_path's STEM.tmp-8HEX[.SUFFIX] (files and folders), extract's frames.tmp-PID.
+TEMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{8}(\.[^./]+)?")
+FRAMES_WORK = re.compile(r"frames\.tmp-\d+")
 
 
 class RunFolder:
@@ -91,80 +105,188 @@ class RunFolder:
 
     # -- housekeeping --------------------------------------------------------------------------
 
+    def own_folders(self) -> list[Path]:
+        """The folders the tool writes in: the root, .video2dream/, frames/, dreams/, dreams_rNN/."""
+        found = [self.root]
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(self.root):
+                if (entry.name == STATE or OWN_DIRS.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False):
+                    found.append(Path(entry.path))
+        return found
+
     def remove_temporaries(self) -> None:
-        """Delete leftovers of killed writes (files named *.tmp-*), anywhere in the run folder."""
-        if not self.root.is_dir():
-            return
-        for path in self.root.rglob(f"*{TMP_MARK}*"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        """Delete leftovers of killed writes: only names of the tool's temporary forms, only in the
+        folders it writes (a user's notes.tmp-1.txt, or a nested run folder's work, is not ours)."""
+        for folder in self.own_folders():
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for entry in os.scandir(folder):
+                    if TEMP_NAME.fullmatch(entry.name) or (folder == self.root and FRAMES_WORK.fullmatch(entry.name)):
+                        _remove(Path(entry.path))
+
+    def check_links(self) -> None:
+        """Refuse symbolic links among the tool's own files and folders: reads and writes would go
+        through them, outside the run folder. The run folder itself may be a link."""
+        if self.root.is_symlink() and not self.root.exists():
+            raise UserError(f"run folder {self.root} is a symbolic link to {os.readlink(self.root)}, which does "
+                            "not exist; create that folder, or give another run folder")
+        for folder in self.own_folders():
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for entry in os.scandir(folder):
+                    own = folder != self.root or entry.name == STATE or OWN_DIRS.fullmatch(entry.name) \
+                        or OWN_FILES.fullmatch(entry.name)
+                    if own and entry.is_symlink():
+                        raise UserError(
+                            f"{entry.path} is a symbolic link (to {os.readlink(entry.path)}); video2dream reads "
+                            "and writes only inside the run folder: replace the link by a copy of what it "
+                            "points to, or remove it, then rerun")
+
+    # -- the lock ------------------------------------------------------------------------------
+
+    lock_file = property(lambda self: self.state_dir / LOCK)
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now ({} when it does not say), or None when it is free."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd) or {}
+        finally:
+            os.close(fd)
+        return None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One writer per run folder; a lock left by a dead process is taken over."""
-        fresh = not self.root.exists()
-        fresh_state = not self.state_dir.exists()
-        self.ensure()
-        path = self.state_dir / "lock"
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _read_lock(path)
-                if holder and _alive(holder):
-                    raise UserError(
-                        f"{self.root} is in use by another video2dream command (pid {holder['pid']}); "
-                        "wait for it to finish, or stop it"
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
-        else:
-            raise UserError(f"could not take the lock {path}; delete it if no video2dream command is running")
+        """One writer per run folder: an exclusive flock on .video2dream/lock. The kernel drops it when
+        its process ends, however it ends, so a killed command's lock is never in the way; the file
+        itself is kept and says who holds it (pid, host, since when) for the message of a refusal."""
+        made = _missing_folders(self.root)
+        fresh_state = not os.path.lexists(self.state_dir)
+        self.check_links()
+        fd = None
+        claimed = False
         try:
-            # With the lock held no other command writes here: every *.tmp-* is a killed write's
+            fd = self._acquire()
+            self._claim(fd)
+            claimed = True
+            # With the lock held no other command writes here: every temporary is a killed write's
             # (only in a run folder: a folder that merely becomes one holds nobody's leftovers).
             if not fresh_state:
                 self.remove_temporaries()
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            # A command that failed before writing anything leaves no empty folder behind (and no
+            # A command that failed before writing anything leaves no new folder behind (and no
             # .video2dream/ in a folder that was not a run folder).
-            if fresh_state:
+            if fresh_state and fd is not None:
                 with contextlib.suppress(OSError):
-                    self.state_dir.rmdir()
-            if fresh:
+                    if os.listdir(self.state_dir) == [LOCK]:
+                        self.lock_file.unlink()  # still held: nobody can lock this file meanwhile
+            if fd is not None:
+                if claimed:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)  # released cleanly: an empty lock names nobody
+                os.close(fd)
+            for folder in ([self.state_dir] if fresh_state else []) + made:
                 with contextlib.suppress(OSError):
-                    self.root.rmdir()
+                    folder.rmdir()
+
+    def _acquire(self) -> int:
+        """An open descriptor of the lock file, flocked; a clear error when another command has it."""
+        path = self.lock_file
+        for _ in range(10):
+            try:
+                self.ensure()
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except FileNotFoundError:
+                continue  # .video2dream/ was just removed by a first command that failed
+            except OSError as e:
+                raise self._lock_error(e) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise UserError(self._in_use(holder)) from None
+            except OSError as e:  # ENOLCK: a (network) file system without locks
+                os.close(fd)
+                raise UserError(f"cannot lock {path}: {e.strerror}; this file system has no file locks: "
+                                "use a run folder on a local disk") from None
+            if _same_file(fd, path):
+                return fd
+            os.close(fd)  # the file was removed by a command that just ended: lock the new one
+        raise UserError(f"cannot take the lock {path}: it keeps disappearing; is another program deleting it?")
+
+    def _claim(self, fd: int) -> None:
+        """Write who holds the lock into it (after checking it was not left by another machine)."""
+        self._check_other_host(_read_holder(fd))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        data = json.dumps(me).encode()
+        try:
+            os.ftruncate(fd, 0)
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as e:
+            raise self._lock_error(e) from None
+
+    def _check_other_host(self, holder: dict[str, Any] | None) -> None:
+        """A lock left by another machine's command that did not release it. flock tells nothing
+        there (on a file system that shares no locks it may still run), so it is not taken over."""
+        if holder and holder.get("host") != socket.gethostname():
+            raise UserError(
+                f"{self.root} may be in use by a video2dream command on host {holder.get('host')} "
+                f"(pid {holder['pid']}, since {holder.get('since', '?')}), which did not release its lock "
+                f"{self.lock_file}; if no video2dream command runs there on this folder, delete that file and rerun")
+
+    def _in_use(self, holder: dict[str, Any] | None) -> str:
+        who = ""
+        if holder:
+            who = f"pid {holder['pid']} on host {holder.get('host')}, since {holder.get('since', '?')}; "
+        return (f"{self.root} is in use by another video2dream command ({who}lock file {self.lock_file}); "
+                "wait for it to finish, or stop it")
+
+    def _lock_error(self, e: OSError) -> UserError:
+        what = {errno.EROFS: "the run folder must be on a writable disk (copy it to one)",
+                errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space (quota)",
+                errno.EACCES: f"fix the permissions of {self.root}", errno.EPERM: f"fix the permissions of {self.root}"}
+        fix = what.get(e.errno or 0, "check the run folder's path")
+        return UserError(f"cannot take the lock {self.lock_file}: {e.strerror or e}; {fix}, then rerun")
 
 
-def _read_lock(path: Path) -> dict[str, Any] | None:
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """path and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(os.pread(fd, 4096, 0))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
 
 
-def _alive(holder: dict[str, Any]) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # can't tell for another machine: assume it is running
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    here = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
 
 
 # -- atomic writes -------------------------------------------------------------------------------

@@ -305,6 +305,7 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     size = (g.width, g.height) if g.width and g.height else generation_size(*original.size, g.pixels)
     key, parts = chain_key(settings, media.fingerprint(source), size)
     _check_same_chain(folder, key, parts, force)
+    folder.check_links()  # an image's own folder in a folder's game is not locked on its own
     if on_ready:
         on_ready()
     folder.ensure()

@@ -79,19 +79,31 @@ class ModelCache:
         self._models[role] = (key, model)
         return model
 
+    @staticmethod
+    def _reachable(*models: tuple[str, str | None]) -> None:
+        """Before the long imports and loads: a model to download from a hub that does not answer
+        says so at once (hub.loading checks again, for models loaded without this cache)."""
+        from . import hub
+
+        for kind, name in models:
+            if name:
+                hub.check_hub_reachable(kind, name)
+
     def captioner(self, settings: Settings) -> Captioner:
+        i = settings.interrogate
+        self._reachable(("caption model", i.caption_model))
         from .captioner import Captioner
 
-        i = settings.interrogate
         key = (i.caption_model, settings.device, settings.dtype)
         captioner = self._get("captioner", key, lambda: Captioner(i.caption_model, settings.device, settings.dtype))
         captioner.check_lengths(i.min_length, i.max_length)
         return captioner
 
     def interrogator(self, settings: Settings) -> Interrogator:
+        i = settings.interrogate
+        self._reachable(("caption model", i.caption_model), ("CLIP model", i.clip_model))
         from .interrogator import Interrogator
 
-        i = settings.interrogate
         captioner = self.captioner(settings)
         key = (i.clip_model, i.chunk_size, i.flavor_intermediate_count, id(captioner), settings.device,
                settings.dtype)
@@ -107,12 +119,14 @@ class ModelCache:
         if held is not None and held[1].name == i.clip_model:
             return held[1]
         key = (i.clip_model, settings.device, settings.dtype)
+        self._reachable(("CLIP model", i.clip_model))
         return self._get("clip", key, lambda: ClipFeatures(i.clip_model, settings.device, settings.dtype))
 
     def painter(self, settings: Settings) -> Painter:
+        g = settings.generate
+        self._reachable(("SDXL model", g.model), ("VAE", g.vae), ("preview VAE", g.preview_vae))
         from .painter import Painter
 
-        g = settings.generate
         key = (g.model, g.scheduler, g.lora, g.vae, g.preview_vae, g.compile, settings.device,
                settings.dtype)
         return self._get("painter", key, lambda: Painter(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,18 +59,20 @@ def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool
 
 
 # What a run folder holds that was made from its video; --force with another video removes it all,
-# so no prompt, dream or video of the old one can pass for the new one's.
-DERIVED = ("prompts.csv", "prompts_r*.csv", "truncated.csv", "dreams", "dreams_r*", "dream*.mp4",
-           "drift.csv", "drift.png")
+# so no prompt, dream or video of the old one can pass for the new one's. Exactly the names the tool
+# makes: a user's dreams_review/ or dreamy_song.mp4 is not one of them.
+DERIVED = re.compile(r"prompts(_r\d{2,})?\.csv|truncated\.csv|dreams(_r\d{2,})?"
+                     r"|dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4|drift\.(csv|png)")
 
 
 def start_over(run: RunFolder) -> None:
-    for pattern in DERIVED:
-        for path in run.root.glob(pattern):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    for path in run.root.iterdir():
+        if not DERIVED.fullmatch(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     for record in run.state_dir.glob("*.json"):
         if record.stem not in ("source", "settings"):
             record.unlink()
@@ -104,9 +107,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     work.mkdir(parents=True)
     try:
         _run_ffmpeg(video, work, probe, start, ex.fps, len(times))
-        names = sorted(p.name for p in work.glob("*.png"))
-        if not names:
-            raise UserError(f"ffmpeg gave no frames for {video}; is the picture stream empty?")
+        names = _numbered_frames(work, len(times), video)
         # ffmpeg may stop a frame short of the last sample when the picture ends early.
         times = times[: len(names)]
         from PIL import Image
@@ -120,6 +121,21 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     run.write_record("extract", {"key": key, "frames": len(names), "width": width, "height": height,
                                  "fps": ex.fps, "start": start, "end": end})
     return ExtractResult(len(names), False, width, height)
+
+
+def _numbered_frames(work: Path, wanted: int, video: Path) -> list[str]:
+    """The frames ffmpeg wrote: exactly 000001.png ... N.png, N <= wanted, nothing else. Anything
+    else (a gap, an extra file) means something besides this ffmpeg wrote or deleted files there,
+    and the frames would be matched to the wrong times."""
+    names = sorted(os.listdir(work))
+    if not names:
+        raise UserError(f"ffmpeg gave no frames for {video}; is the picture stream empty?")
+    expected = [f"{k:06d}.png" for k in range(1, len(names) + 1)]
+    if names != expected or len(names) > wanted:
+        odd = next((n for n, e in zip(names, expected, strict=True) if n != e), names[-1])
+        raise UserError(f"the frames extracted into {work} are not 000001.png ... {len(names):06d}.png in order "
+                        f"(found {odd}); another program changed that folder: extract again")
+    return names
 
 
 def _frames_present(run: RunFolder, count: int) -> bool:
