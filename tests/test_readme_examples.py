@@ -26,8 +26,8 @@ def readme_blocks() -> list[list[list[str]]]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        commands = [shlex.split(line, comments=True) for line in block.splitlines()
-                    if line.strip().startswith("video2dream ")]
+        lines = block.replace("\\\n", " ").splitlines()  # a command continued with a backslash
+        commands = [shlex.split(line, comments=True) for line in lines if line.strip().startswith("video2dream ")]
         if commands:
             blocks.append(commands)
     return blocks
@@ -54,8 +54,9 @@ def _run_folders(commands: list[list[str]]) -> set[str]:
     folders = set()
     for argv in commands:
         args = argv[1:]
-        if "-o" in args and args[0] in ("run", "extract", "telephone"):
-            folders.add(args[args.index("-o") + 1])
+        if args[0] in ("run", "extract", "telephone"):
+            flag = next(f for f in ("-o", "--output", "--output_prefix") if f in args)
+            folders.add(args[args.index(flag) + 1])
         elif args[0] not in ("run", "extract", "telephone"):
             folders.add(args[1])
     return folders
