@@ -14,7 +14,7 @@ from . import __version__
 from .errors import Interrupted, UserError, debug_enabled
 from .progress import say
 from .runfolder import RunFolder
-from .settings import Settings, resolve
+from .settings import Settings, preset_names, resolve
 
 # (flags, settings path, type, help); type "flag" is an on/off switch (--X and --no-X).
 Option = tuple[tuple[str, ...], str, Any, str]
@@ -138,7 +138,9 @@ def _add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", help="a preset from configs/ (default, turbo, tiny, ...)")
+    parser.add_argument("--preset", action="append", metavar="NAME",
+                        help=f"a built-in preset ({', '.join(preset_names())}) or a PATH.yaml; "
+                             "give it twice to layer one over another (--preset tiny --preset weird)")
     parser.add_argument("--config", metavar="FILE", help="a YAML settings file, applied after --preset")
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import yaml
 
 from .errors import UserError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Inside the package (declared as package data), so a wheel install has them too.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass
@@ -128,10 +129,25 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def is_preset_file(name: str) -> bool:
+    """`--preset NAME` names a built-in preset; `--preset some/file.yaml` is a file of one's own."""
+    return "/" in name or os.sep in name or name.lower().endswith((".yaml", ".yml"))
+
+
 def preset_path(name: str) -> Path:
-    path = CONFIGS_DIR / f"{name}.yaml"
+    if is_preset_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(f"preset file not found: {name}; give an existing YAML file, or a preset name "
+                            f"({', '.join(preset_names()) or 'none'})")
+        return path
+    path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))) or "none"
+        known = ", ".join(preset_names()) or "none"
         raise UserError(f"unknown preset '{name}' (known presets: {known}); or pass --config FILE")
     return path
 
@@ -184,7 +200,7 @@ def merge(settings: Settings, data: dict[str, Any], where: str, origins: dict[st
 
 def resolve(
     saved: dict[str, Any] | None = None,
-    preset: str | None = None,
+    preset: str | Sequence[str] | None = None,
     config: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
@@ -196,8 +212,8 @@ def resolve(
     origins: dict[str, str] = {}
     if saved:
         merge(settings, saved, SAVED, origins)
-    if preset:
-        merge(settings, load_yaml(preset_path(preset)), f"preset '{preset}'", origins)
+    for name in [preset] if isinstance(preset, str) else preset or ():  # `--preset tiny --preset weird`
+        merge(settings, load_yaml(preset_path(name)), f"preset '{name}'", origins)
     if config:
         merge(settings, load_yaml(Path(config)), f"config {config}", origins)
     if overrides:
