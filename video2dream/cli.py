@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "status", "show what each stage has done, and what is stale or missing")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true",
+                   help="print it as JSON: per stage its state, counts and the names of stale or missing units")
 
     p = _command(sub, "run", "extract, interrogate, generate and assemble, skipping what is up to date")
     p.add_argument("video", metavar="VIDEO")
@@ -297,7 +299,12 @@ def dispatch(args: argparse.Namespace) -> int:
 
     run = RunFolder(args.run_dir)
     if args.command == "status":
-        print(pipeline.status_report(run))
+        if args.json:
+            import json
+
+            print(json.dumps(pipeline.status_data(run), indent=2, ensure_ascii=False, default=str))
+        else:
+            print(pipeline.status_report(run))
         return 0
     if args.command == "mux-audio":
         run.require()  # before the lock, which would create the folder

@@ -431,18 +431,28 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def describe(s: Settings) -> list[str]:
-    """The settings that differ from the built-in defaults, one line per section (for `status`)."""
+def differences(s: Settings) -> dict[str, Any]:
+    """The settings that differ from the built-in defaults, as a nested mapping (for `status --json`)."""
     default = Settings().to_dict()
-    lines = []
+    out: dict[str, Any] = {}
     for key, value in s.to_dict().items():
         if isinstance(value, dict):
-            changed = [f"{name}={_shown(v)}" for name, v in value.items() if v != default[key][name]]
+            changed = {name: v for name, v in value.items() if v != default[key][name]}
             if changed:
-                lines.append(f"{key}: {', '.join(changed)}")
+                out[key] = changed
         elif value != default[key]:
-            lines.append(f"{key}: {value}")
-    return lines
+            out[key] = value
+    return out
+
+
+def describe(s: Settings) -> list[str]:
+    """The settings that differ from the built-in defaults, one line per section (for `status`)."""
+    return describe_differences(differences(s))
+
+
+def describe_differences(changed: dict[str, Any]) -> list[str]:
+    return [f"{key}: {', '.join(f'{n}={_shown(v)}' for n, v in value.items())}" if isinstance(value, dict)
+            else f"{key}: {value}" for key, value in changed.items()]
 
 
 def replace_section(settings: Settings, section: str, **changes: Any) -> Settings:
