@@ -104,6 +104,8 @@ def test_a_preset_can_be_a_yaml_file_and_presets_layer(
     assert cli("extract", clip, "-o", "run2", "--preset", "tiny", "--preset", "weird") == 0
     s = saved(tmp_path / "run2")
     assert (s["generate"]["model"], s["interrogate"]["num_beams"]) == ("tiny:sdxl", 1)
+    # Model presets name every model setting: quickstart's `--preset tiny --preset default` is `default`.
+    assert resolve(preset=["tiny", "default"]).to_dict() == resolve(preset="default").to_dict()
 
     # A file that is not there, or a name that is no preset: one line, nothing written.
     before = snapshot(tmp_path)
