@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from video2dream.errors import UserError
-from video2dream.settings import CONFIGS_DIR, resolve
+from video2dream.settings import PRESETS_DIR, resolve
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
 def test_every_preset_resolves(preset: str) -> None:
     resolve(preset=preset)
 

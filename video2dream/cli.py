@@ -15,7 +15,7 @@ from . import __version__
 from .errors import Interrupted, UserError, debug_enabled
 from .progress import say
 from .runfolder import RunFolder
-from .settings import Settings, resolve
+from .settings import Settings, preset_names, resolve
 
 # (flags, settings path, type, help); type "flag" is an on/off switch (--X and --no-X).
 Option = tuple[tuple[str, ...], str, Any, str]
@@ -139,7 +139,9 @@ def _add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", help="a preset from configs/ (default, turbo, tiny, ...)")
+    parser.add_argument("--preset", action="append", metavar="NAME",
+                        help=f"a built-in preset ({', '.join(preset_names())}) or a PATH.yaml; "
+                             "give it twice to layer one over another (--preset tiny --preset weird)")
     parser.add_argument("--config", metavar="FILE", help="a YAML settings file, applied after --preset")
 
 
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "status", "show what each stage has done, and what is stale or missing")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true",
+                   help="print it as JSON: per stage its state, counts and the names of stale or missing units")
 
     p = _command(sub, "run", "extract, interrogate, generate and assemble, skipping what is up to date")
     p.add_argument("video", metavar="VIDEO")
@@ -296,7 +300,12 @@ def dispatch(args: argparse.Namespace) -> int:
 
     run = RunFolder(args.run_dir)
     if args.command == "status":
-        print(pipeline.status_report(run))
+        if args.json:
+            import json
+
+            print(json.dumps(pipeline.status_data(run), indent=2, ensure_ascii=False, default=str))
+        else:
+            print(pipeline.status_report(run))
         return 0
     if args.command == "mux-audio":
         run.require()  # before the lock, which would create the folder

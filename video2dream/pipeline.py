@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .progress import say
 from .runfolder import RunFolder
@@ -131,90 +132,138 @@ COMMANDS: dict[str, Callable[[RunFolder, Settings, argparse.Namespace], None]] =
 }
 
 
-def status_report(run: RunFolder) -> str:
-    """What each stage has done, and what is stale or missing, as a few lines of text."""
+def status_data(run: RunFolder) -> dict[str, Any]:
+    """What each stage has done, and what is stale or missing, by name: the data behind `status`
+    (and `status --json`). extract is done or not run; the other stages and each video are current,
+    stale, missing (some units not made yet; stale wins when both), not run or error (with its text)."""
     from .errors import UserError
-    from .settings import resolve
+    from .settings import differences, resolve
 
     if not run.root.is_dir():
         raise UserError(f"run folder {run.root} does not exist; check the path, or make it with "
                         f"`video2dream extract VIDEO -o {run.root}`")
     settings = resolve(run.saved_settings())
-    lines = [f"run folder  {run.root}"]
-    src = run.read_record("source")
-    if src:
-        p = src.get("probe", {})
-        sound = "with audio" if p.get("has_audio") else "no audio"
-        lines.append(f"source      {src.get('path')} ({p.get('duration', 0):.2f} s, {sound}){_source_note(src)}")
+    data: dict[str, Any] = {"run_folder": str(run.root), "source": _source_data(run)}
     done = run.read_record("extract")
-    if not done or not run.frames_csv.is_file():
-        lines.append("extract     not run")
-        return "\n".join(lines)
-    lines.append(f"extract     {done['frames']} frames at {done['fps']} fps, {done['width']}x{done['height']}")
+    if not done or not run.frames_csv.is_file():  # the same keys, so that a script need not check
+        not_run = {"state": "not run"}
+        return {**data, "extract": not_run, "interrogate": not_run, "generate": not_run, "sound": None,
+                "videos": [], "settings": differences(settings)}
     from .stages import generate, interrogate
 
-    lines.append(f"interrogate {interrogate.status(run, settings)}")
-    lines.append(f"generate    {generate.status(run, settings)}")
-    return "\n".join(lines + _video_lines(run, settings) + settings_lines(settings))
+    data["extract"] = {"state": "done", "frames": done["frames"], "fps": done["fps"],
+                       "width": done["width"], "height": done["height"]}
+    data["interrogate"] = interrogate.status_data(run, settings)
+    data["generate"] = generate.status_data(run, settings)
+    data["sound"] = _sound_data(run, settings)
+    data["videos"] = _videos_data(run, settings)
+    data["settings"] = differences(settings)
+    return data
 
 
-def _source_note(src: dict) -> str:
+def status_report(run: RunFolder) -> str:
+    """What each stage has done, and what is stale or missing, as a few lines of text."""
+    from .stages import generate, interrogate
+
+    d = status_data(run)
+    lines = [f"run folder  {d['run_folder']}"]
+    src = d["source"]
+    if src:
+        sound = "with audio" if src["has_audio"] else "no audio"
+        note = {"present": "", "gone": ", gone", "changed": ", CHANGED since extract"}[src["state"]]
+        lines.append(f"source      {src['path']} ({src['duration']:.2f} s, {sound}){note}")
+    e = d["extract"]
+    if e["state"] == "not run":
+        return "\n".join(lines + ["extract     not run"])
+    lines.append(f"extract     {e['frames']} frames at {e['fps']} fps, {e['width']}x{e['height']}")
+    lines.append(f"interrogate {interrogate.status_line(d['interrogate'])}")
+    lines.append(f"generate    {generate.status_line(d['generate'])}")
+    lines.append(f"audio       {d['sound'].get('says') or 'cannot be used: ' + d['sound']['error']}")
+    lines += [_video_line(v) for v in d["videos"]]
+    return "\n".join(lines + settings_lines(d["settings"]))
+
+
+def _source_data(run: RunFolder) -> dict[str, Any] | None:
     from . import media
 
+    src = run.read_record("source")
+    if not src:
+        return None
+    p = src.get("probe", {})
     path = Path(src.get("path", ""))
     if not path.is_file():
-        return ", gone"
-    if src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
-        return ", CHANGED since extract"
-    return ""
+        state = "gone"
+    elif src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+        state = "changed"
+    else:
+        state = "present"
+    return {"path": src.get("path"), "duration": p.get("duration", 0), "has_audio": bool(p.get("has_audio")),
+            "state": state}
 
 
-def _video_lines(run: RunFolder, settings: Settings) -> list[str]:
-    """The sound, then each video of the folder: current, stale (and how to update it), or not made."""
+def _sound_data(run: RunFolder, settings: Settings) -> dict[str, Any]:
     from .errors import UserError
-    from .stages.assemble import audio_source, round_folders
+    from .stages.assemble import audio_source
 
     try:
-        sound = audio_source(run, settings.assemble.audio).says
+        return {"says": audio_source(run, settings.assemble.audio).says}
     except UserError as e:
-        sound = f"cannot be used: {e}"
-    lines = [f"audio       {sound}"]
-    lines.append(_video_line(run, settings, "assemble    ", "assemble", "dreams", ""))
+        return {"says": None, "error": str(e)}
+
+
+def _videos_data(run: RunFolder, settings: Settings) -> list[dict[str, Any]]:
+    """Each video of the folder: current, stale (and how to update it), or not run."""
+    from .stages.assemble import round_folders
+
+    videos = [_video_data(run, settings, "dream.mp4", "assemble", "dreams", "")]
     for k, folder in enumerate(round_folders(run)[1:], start=2):
-        lines.append(_video_line(run, settings, f"round {k:<6d}", f"assemble-{folder}", folder, f" --round {k}"))
+        videos.append({**_video_data(run, settings, f"round {k}", f"assemble-{folder}", folder, f" --round {k}"),
+                       "round": k})
     if run.read_record("assemble-grid") or (run.root / "dreams_r02").is_dir():
-        lines.append(_video_line(run, settings, "grid        ", "assemble-grid", "grid", " --grid"))
-    return lines
+        videos.append(_video_data(run, settings, "grid", "assemble-grid", "grid", " --grid"))
+    return videos
 
 
-def _video_line(run: RunFolder, settings: Settings, label: str, record: str, source: str, flags: str) -> str:
+def _video_data(run: RunFolder, settings: Settings, name: str, record: str, source: str,
+                flags: str) -> dict[str, Any]:
     from .errors import UserError
     from .settings import replace_section
     from .stages.assemble import from_record, grid_plan, plan
 
+    command = f"video2dream assemble {run.root}{flags}"
     done = run.read_record(record) or {}
     out = from_record(run, done["output"]) if done.get("output") else None
     if out is None or not out.is_file():
-        return f"{label}not run" if record == "assemble" else \
-            f"{label}not made (video2dream assemble {run.root}{flags})"
+        return {"video": name, "state": "not run", "command": command}
+    v: dict[str, Any] = {"video": name, "output": str(out), "duration": done.get("duration", 0),
+                         "sound": done.get("sound"), "command": command}
     try:
         if source == "grid":
-            folders = done.get("folders") or []
-            what = f"{out} of {len(folders)} folders"
-            p = grid_plan(run, replace_section(settings, "assemble", output=None), rounds=len(folders) - 1 or None)
+            v["folders"] = len(done.get("folders") or [])
+            p = grid_plan(run, replace_section(settings, "assemble", output=None), rounds=v["folders"] - 1 or None)
         else:
-            what = f"{out} from {done.get('source', source)}"
-            p = plan(run, replace_section(settings, "assemble", source=done.get("source", source), output=None))
-        state = "current" if p.key == done.get("key") else \
-            f"STALE: its pictures, settings or sound changed; run `video2dream assemble {run.root}{flags}`"
+            v["from"] = done.get("source", source)
+            p = plan(run, replace_section(settings, "assemble", source=v["from"], output=None))
+        v["state"] = "current" if p.key == done.get("key") else "stale"
     except UserError as e:
-        state = f"STALE ({e})"
-    return f"{label}{what} ({done.get('duration', 0):.2f} s, {done.get('sound', 'sound not recorded')}): {state}"
+        v["state"], v["error"] = "stale", str(e)
+    return v
 
 
-def settings_lines(settings: Settings) -> list[str]:
+def _video_line(v: dict[str, Any]) -> str:
+    label = {"dream.mp4": "assemble", "grid": "grid"}.get(v["video"], v["video"])
+    label = f"round {v['round']:<6d}" if "round" in v else f"{label:<12}"
+    if v["state"] == "not run":
+        return f"{label}not run" if v["video"] == "dream.mp4" else f"{label}not made ({v['command']})"
+    what = f"{v['output']} of {v['folders']} folders" if "folders" in v else f"{v['output']} from {v['from']}"
+    state = v["state"] if v["state"] == "current" else f"STALE ({v['error']})" if "error" in v else \
+        f"STALE: its pictures, settings or sound changed; run `{v['command']}`"
+    return f"{label}{what} ({v['duration']:.2f} s, {v['sound'] or 'sound not recorded'}): {state}"
+
+
+def settings_lines(changed: dict[str, Any]) -> list[str]:
     """The folder's settings that differ from the built-in defaults, for status."""
-    from .settings import describe
+    from .settings import describe_differences
 
-    changed = describe(settings) or ["all built-in defaults"]
-    return [f"{'settings' if k == 0 else '':<12}{line}" for k, line in enumerate(changed)]
+    lines = describe_differences(changed) or ["all built-in defaults"]
+    return [f"{'settings' if k == 0 else '':<12}{line}" for k, line in enumerate(lines)]

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import yaml
 
 from .errors import UserError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Inside the package (declared as package data), so a wheel install has them too.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass
@@ -128,10 +129,25 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def is_preset_file(name: str) -> bool:
+    """`--preset NAME` names a built-in preset; `--preset some/file.yaml` is a file of one's own."""
+    return "/" in name or os.sep in name or name.lower().endswith((".yaml", ".yml"))
+
+
 def preset_path(name: str) -> Path:
-    path = CONFIGS_DIR / f"{name}.yaml"
+    if is_preset_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(f"preset file not found: {name}; give an existing YAML file, or a preset name "
+                            f"({', '.join(preset_names()) or 'none'})")
+        return path
+    path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))) or "none"
+        known = ", ".join(preset_names()) or "none"
         raise UserError(f"unknown preset '{name}' (known presets: {known}); or pass --config FILE")
     return path
 
@@ -184,7 +200,7 @@ def merge(settings: Settings, data: dict[str, Any], where: str, origins: dict[st
 
 def resolve(
     saved: dict[str, Any] | None = None,
-    preset: str | None = None,
+    preset: str | Sequence[str] | None = None,
     config: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
@@ -196,8 +212,8 @@ def resolve(
     origins: dict[str, str] = {}
     if saved:
         merge(settings, saved, SAVED, origins)
-    if preset:
-        merge(settings, load_yaml(preset_path(preset)), f"preset '{preset}'", origins)
+    for name in [preset] if isinstance(preset, str) else preset or ():  # `--preset tiny --preset weird`
+        merge(settings, load_yaml(preset_path(name)), f"preset '{name}'", origins)
     if config:
         merge(settings, load_yaml(Path(config)), f"config {config}", origins)
     if overrides:
@@ -415,18 +431,28 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def describe(s: Settings) -> list[str]:
-    """The settings that differ from the built-in defaults, one line per section (for `status`)."""
+def differences(s: Settings) -> dict[str, Any]:
+    """The settings that differ from the built-in defaults, as a nested mapping (for `status --json`)."""
     default = Settings().to_dict()
-    lines = []
+    out: dict[str, Any] = {}
     for key, value in s.to_dict().items():
         if isinstance(value, dict):
-            changed = [f"{name}={_shown(v)}" for name, v in value.items() if v != default[key][name]]
+            changed = {name: v for name, v in value.items() if v != default[key][name]}
             if changed:
-                lines.append(f"{key}: {', '.join(changed)}")
+                out[key] = changed
         elif value != default[key]:
-            lines.append(f"{key}: {value}")
-    return lines
+            out[key] = value
+    return out
+
+
+def describe(s: Settings) -> list[str]:
+    """The settings that differ from the built-in defaults, one line per section (for `status`)."""
+    return describe_differences(differences(s))
+
+
+def describe_differences(changed: dict[str, Any]) -> list[str]:
+    return [f"{key}: {', '.join(f'{n}={_shown(v)}' for n, v in value.items())}" if isinstance(value, dict)
+            else f"{key}: {value}" for key, value in changed.items()]
 
 
 def replace_section(settings: Settings, section: str, **changes: Any) -> Settings:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..progress import progress_bar, say
@@ -216,14 +216,27 @@ def _note_truncation(run: RunFolder, painter, jobs: list[Job]) -> list[str]:
     return [c["filename"] for c in cut]
 
 
-def status(run: RunFolder, settings: Settings) -> str:
+def status_data(run: RunFolder, settings: Settings) -> dict[str, Any]:
+    """Each dream against its key, as data (for `status` and `status --json`): a damaged dream is stale."""
     if not run.dreams_dir.is_dir():
-        return "not run"
+        return {"state": "not run"}
     try:
         jobs, _ = plan(run, settings)
     except UserError as e:
-        return f"cannot plan: {e}"
-    current = sum(1 for j in jobs if is_current(run.dreams_dir / j.name, j.key))
-    present = sum(1 for j in jobs if (run.dreams_dir / j.name).is_file())
-    return f"{current}/{len(jobs)} dreams current, {present - current} stale, {len(jobs) - present} missing"
+        return {"state": "error", "error": f"cannot plan: {e}"}
+    current = [j.name for j in jobs if is_current(run.dreams_dir / j.name, j.key)]
+    done = set(current)
+    stale = [j.name for j in jobs if j.name not in done and (run.dreams_dir / j.name).is_file()]
+    missing = [j.name for j in jobs if j.name not in done and not (run.dreams_dir / j.name).is_file()]
+    return {"state": "stale" if stale else "missing" if missing else "current",
+            "total": len(jobs), "current": len(current), "stale": stale, "missing": missing}
 
+
+def status(run: RunFolder, settings: Settings) -> str:
+    return status_line(status_data(run, settings))
+
+
+def status_line(d: dict[str, Any]) -> str:
+    if d["state"] in ("not run", "error"):
+        return d.get("error", d["state"])
+    return f"{d['current']}/{d['total']} dreams current, {len(d['stale'])} stale, {len(d['missing'])} missing"

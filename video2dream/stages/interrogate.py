@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..progress import progress_bar, say
@@ -307,22 +307,36 @@ def _write(run: RunFolder, rows: dict[str, dict], names: list[str], columns: lis
     return write_csv(run.prompts_csv, out).encode("utf-8")
 
 
-def status(run: RunFolder, settings: Settings) -> str:
+def status_data(run: RunFolder, settings: Settings) -> dict[str, Any]:
+    """prompts.csv's rows against the frames, as data (for `status` and `status --json`)."""
     if not run.prompts_csv.exists():
-        return "not run"
+        return {"state": "not run"}
     frames = read_frames(run.frames_csv)
     names = frames["filename"].tolist()
     try:
         df = read_prompts(run)
     except UserError as e:
-        return f"prompts.csv unreadable: {e}"
+        return {"state": "error", "error": f"prompts.csv unreadable: {e}"}
     placed = place_rows(df, row_keys(run, settings, names), dict(zip(names, frames["time"], strict=True)))
-    states = placed.states
-    counts = {s: sum(1 for n in names if states.get(n) == s) for s in ("current", "stale", "edited")}
-    missing = sum(1 for n in names if n not in states)
-    line = (f"{counts['current']}/{len(names)} rows current, {counts['edited']} edited by hand, "
-            f"{counts['stale']} stale, {missing} missing")
-    if placed.moved or placed.orphaned:
-        line += (f"; {len(placed.moved) + len(placed.orphaned)} hand-edited row(s) are for other moments "
-                 "(interrogate moves them)")
+    which = {s: [n for n in names if placed.states.get(n) == s] for s in ("current", "edited", "stale")}
+    missing = [n for n in names if n not in placed.states]
+    return {
+        "state": "stale" if which["stale"] else "missing" if missing else "current",
+        "total": len(names), "current": len(which["current"]), "edited": which["edited"],
+        "stale": which["stale"], "missing": missing,
+        "elsewhere": [name for name, _ in placed.moved] + [str(r["filename"]) for r in placed.orphaned],
+    }
+
+
+def status(run: RunFolder, settings: Settings) -> str:
+    return status_line(status_data(run, settings))
+
+
+def status_line(d: dict[str, Any]) -> str:
+    if d["state"] in ("not run", "error"):
+        return d.get("error", d["state"])
+    line = (f"{d['current']}/{d['total']} rows current, {len(d['edited'])} edited by hand, "
+            f"{len(d['stale'])} stale, {len(d['missing'])} missing")
+    if d["elsewhere"]:
+        line += f"; {len(d['elsewhere'])} hand-edited row(s) are for other moments (interrogate moves them)"
     return line
