@@ -6,7 +6,12 @@ import pytest
 
 from video2dream.cli import build_parser, overrides
 from video2dream.errors import UserError
-from video2dream.settings import GenerateSettings, generate_key_fields, resolve
+from video2dream.settings import KEY, PER_UNIT, GenerateSettings, key_fields, resolve
+
+
+def generate_key_fields(g: GenerateSettings) -> dict:
+    """generate's settings as keys see them (the dream's own and its per-frame ones)."""
+    return key_fields(g, roles=(KEY, PER_UNIT))
 
 
 def test_flags_reach_the_settings() -> None:
@@ -21,7 +26,7 @@ def test_compile_is_not_in_the_key_and_unset_new_knobs_keep_old_keys() -> None:
 
     g = GenerateSettings()
     old = dataclasses.asdict(g)
-    for new in ("compile", "preview_vae"):
+    for new in ("compile", "preview_vae", "batch_size"):  # batch_size: always left out, by generate itself
         old.pop(new)
     assert generate_key_fields(g) == old  # dreams painted before these knobs stay current
     assert generate_key_fields(dataclasses.replace(g, compile=True)) == old

@@ -9,15 +9,15 @@ from typing import Any
 
 from .progress import say
 from .runfolder import RunFolder
-from .settings import Settings, replace_section
+from .settings import Settings, per_call_paths, replace_section
 
 
 def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
     """Save the resolved settings once a stage is about to write (never on a failed start)."""
     def save() -> None:
         data = settings.to_dict()
-        for per_call in ("source", "output"):  # `assemble --from frames -o x.mp4` is a one-off
-            data["assemble"].pop(per_call)
+        for section, name in per_call_paths(settings):  # `assemble --from frames -o x.mp4` is a one-off
+            data[section].pop(name)
         run.save_settings(data)
 
     return save

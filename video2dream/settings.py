@@ -25,91 +25,126 @@ from .errors import UserError
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
+# Each setting declares its role once, and every key is derived from the declarations (key_fields):
+#   KEY       part of its stage's key as it is: changing it makes that stage's work again;
+#   SPEED     changes how fast or on what, never what is made: in no key;
+#   PER_UNIT  the stage hashes it per unit of work in the form it takes there (a frame's seed, the
+#             negative prompt merged with the row's, the dream size worked out from pixels, the
+#             extract's end clipped to the video, the sound file's fingerprint, the chain's length);
+#   PER_CALL  about this one command (`assemble --from frames -o x.mp4`): never saved in the folder.
+# new_if_unset: a setting added after folders were made; left out of keys while unset, so that
+# work made before it existed stays current. tags: what a stage may leave out as a group
+# ("size": a stage that hashes the size it works out; "clip": used only by CLIP modes).
+KEY, SPEED, PER_UNIT, PER_CALL = "key", "speed", "per-unit", "per-call"
+ROLES = (KEY, SPEED, PER_UNIT, PER_CALL)
+
+
+def setting(default: Any, role: str, *, new_if_unset: bool = False, tags: tuple[str, ...] = ()) -> Any:
+    """A settings field with its role (see above): `steps: int = setting(30, KEY)`."""
+    if role not in ROLES:
+        raise ValueError(f"unknown setting role {role!r} (one of {', '.join(ROLES)})")
+    return field(default=default, metadata={"role": role, "new_if_unset": new_if_unset, "tags": tags})
+
+
+def role_of(f: dataclasses.Field) -> str:
+    """A field's declared role; a setting without one is a programming error, caught by the tests."""
+    role = f.metadata.get("role")
+    if role not in ROLES:
+        raise TypeError(f"setting '{f.name}' declares no role: give it setting(default, KEY/SPEED/PER_UNIT/PER_CALL)")
+    return role
+
+
+def key_fields(section: Any, roles: tuple[str, ...] = (KEY,), without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A section's settings that go into a key, by name, in declaration order: those of these roles,
+    less those tagged with any of `without`, less later additions while unset."""
+    out = {}
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if role_of(f) not in roles or set(f.metadata.get("tags", ())) & set(without):
+            continue
+        if f.metadata.get("new_if_unset") and value is None:
+            continue
+        out[f.name] = value
+    return out
+
+
+def per_call_paths(settings: Settings) -> list[tuple[str, str]]:
+    """(section, name) of the settings that are about one command and never saved."""
+    return [(section, f.name) for section in SECTIONS for f in fields(getattr(settings, section))
+            if role_of(f) == PER_CALL]
+
+
 @dataclass
 class ExtractSettings:
-    fps: float = 1.0
-    start: float | None = None
-    end: float | None = None
+    fps: float = setting(1.0, KEY)
+    start: float | None = setting(None, PER_UNIT)  # hashed as 0 when unset
+    end: float | None = setting(None, PER_UNIT)  # hashed clipped to the video's duration
 
 
 @dataclass
 class InterrogateSettings:
-    mode: str = "fast"
-    caption_model: str = "Salesforce/blip-image-captioning-large"
-    clip_model: str = "ViT-L-14/openai"
-    min_length: int = 30
-    max_length: int = 100
-    num_beams: int = 5
-    no_repeat_ngram_size: int = 2
-    batch_size: int = 4
-    chunk_size: int = 2048
-    flavor_intermediate_count: int = 2048
+    mode: str = setting("fast", KEY)
+    caption_model: str = setting("Salesforce/blip-image-captioning-large", KEY)
+    clip_model: str = setting("ViT-L-14/openai", KEY, tags=("clip",))
+    min_length: int = setting(30, KEY)
+    max_length: int = setting(100, KEY)
+    num_beams: int = setting(5, KEY)
+    no_repeat_ngram_size: int = setting(2, KEY)
+    batch_size: int = setting(4, SPEED)
+    chunk_size: int = setting(2048, SPEED)
+    flavor_intermediate_count: int = setting(2048, KEY, tags=("clip",))
 
 
 @dataclass
 class GenerateSettings:
-    model: str = "stabilityai/stable-diffusion-xl-base-1.0"
-    steps: int = 30
-    guidance: float = 7.0
-    scheduler: str | None = None
-    negative_prompt: str = ""
-    seed: int = 0
-    seed_mode: str = "per-frame"
-    strength: float | None = None
-    width: int | None = None
-    height: int | None = None
-    pixels: int = 1024 * 1024
-    batch_size: int = 1
-    lora: str | None = None
-    vae: str | None = None
-    preview_vae: str | None = None  # an AutoencoderTiny (madebyollin/taesdxl): fast, softer decode
-    compile: bool = False  # torch.compile the UNet: a speed knob, not part of a dream's key
-
-
-# Settings that change speed only, or that were added later and are left out of keys while unset
-# (so that dreams and chains made before they existed stay current).
-GENERATE_SPEED_ONLY = ("compile",)
-GENERATE_NEW_IF_UNSET = ("preview_vae",)
-
-
-def generate_key_fields(g: GenerateSettings) -> dict[str, Any]:
-    """generate's settings as a dict for keys: speed-only knobs out, later additions out while unset."""
-    d = asdict(g)
-    for name in GENERATE_SPEED_ONLY:
-        d.pop(name, None)
-    for name in GENERATE_NEW_IF_UNSET:
-        if d.get(name) is None:
-            d.pop(name, None)
-    return d
+    model: str = setting("stabilityai/stable-diffusion-xl-base-1.0", KEY)
+    steps: int = setting(30, KEY)
+    guidance: float = setting(7.0, KEY)
+    scheduler: str | None = setting(None, KEY)
+    negative_prompt: str = setting("", PER_UNIT)  # merged with each row's own
+    seed: int = setting(0, PER_UNIT)  # with seed_mode: each frame's seed
+    seed_mode: str = setting("per-frame", PER_UNIT)
+    strength: float | None = setting(None, KEY)
+    width: int | None = setting(None, KEY, tags=("size",))
+    height: int | None = setting(None, KEY, tags=("size",))
+    pixels: int = setting(1024 * 1024, PER_UNIT, tags=("size",))  # hashed as the size it gives
+    batch_size: int = setting(1, SPEED)
+    lora: str | None = setting(None, KEY)
+    vae: str | None = setting(None, KEY)
+    # an AutoencoderTiny (madebyollin/taesdxl): fast, softer decode
+    preview_vae: str | None = setting(None, KEY, new_if_unset=True)
+    compile: bool = setting(False, SPEED)  # torch.compile the UNet
 
 
 @dataclass
 class AssembleSettings:
-    source: str = "dreams"  # --from
-    output: str | None = None
-    audio: str = "auto"
-    transition: str = "cut"
-    side_by_side: bool = False
-    out_fps: float = 30.0
-    crf: int = 18
+    source: str = setting("dreams", PER_CALL)  # --from
+    output: str | None = setting(None, PER_CALL)  # -o
+    audio: str = setting("auto", PER_UNIT)  # hashed as the sound file's fingerprint
+    transition: str = setting("cut", KEY)
+    side_by_side: bool = setting(False, PER_UNIT)  # hashed as whether one is made (never from frames)
+    out_fps: float = setting(30.0, KEY)
+    crf: int = setting(18, KEY)
 
 
 @dataclass
 class TelephoneSettings:
-    """`video2dream telephone`: the chain's own knobs (the models are interrogate's and generate's)."""
+    """`video2dream telephone`: the chain's own knobs (the models are interrogate's and generate's).
+    Its KEY settings make the chain's outputs' key; the chain's own key is interrogate's and generate's."""
 
-    steps: int = 10  # times the picture goes round (a video: rounds)
-    mode: str = "caption"  # interrogate mode of the chain: the original game used the BLIP caption alone
-    stop_at_fixed_point: bool = False
-    hold: float = 1.0  # seconds each step is shown in chain.mp4
-    crossfade: float = 0.0  # seconds of each hold spent fading into the next step
-    strip_height: int = 256  # pixels of each picture's height in chain_strip.png
+    steps: int = setting(10, PER_UNIT)  # times the picture goes round (a video: rounds)
+    # interrogate mode of the chain (the chain's interrogate.mode): the original game used the BLIP caption alone
+    mode: str = setting("caption", PER_UNIT)
+    stop_at_fixed_point: bool = setting(False, PER_UNIT)  # with steps: how many steps the outputs show
+    hold: float = setting(1.0, KEY)  # seconds each step is shown in chain.mp4
+    crossfade: float = setting(0.0, KEY)  # seconds of each hold spent fading into the next step
+    strip_height: int = setting(256, KEY)  # pixels of each picture's height in chain_strip.png
 
 
 @dataclass
 class Settings:
-    device: str = "auto"
-    dtype: str = "auto"
+    device: str = setting("auto", SPEED)
+    dtype: str = setting("auto", KEY)  # in generate's and the chain's keys
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     interrogate: InterrogateSettings = field(default_factory=InterrogateSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)

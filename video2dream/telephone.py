@@ -22,7 +22,6 @@ input, model, size, caption length, seed, ...) make the command refuse, naming w
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from . import media
 from .errors import UserError
 from .progress import progress_bar
 from .runfolder import STATE, RunFolder
-from .settings import Settings, replace_section, stable_hash
+from .settings import KEY, PER_UNIT, Settings, key_fields, replace_section, stable_hash
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -192,20 +191,21 @@ def repeats(captions: Sequence[str], caption: str) -> int | None:
 def chain_key(settings: Settings, fingerprint: str, size: tuple[int, int]) -> tuple[str, dict[str, Any]]:
     """The key every step PNG carries: what decides the pictures and captions, nothing else
     (not --steps, --stop-at-fixed-point, the video's --hold, batch sizes or the device)."""
-    i = dataclasses.asdict(settings.interrogate)
-    for speed in ("batch_size", "chunk_size"):
-        i.pop(speed)
-    if i["mode"] == "caption":  # CLIP is then only used for the drift figures, made fresh each time
-        i.pop("clip_model")
-        i.pop("flavor_intermediate_count")
-    from .settings import generate_key_fields
-
-    g = generate_key_fields(settings.generate)  # asdict, less speed-only and unset new knobs
-    for gone in ("batch_size", "pixels", "width", "height"):  # the size is given as such
-        g.pop(gone)
+    # In caption mode CLIP is only used for the drift figures, made fresh each time.
+    i = key_fields(settings.interrogate, without=("clip",) if settings.interrogate.mode == "caption" else ())
+    # The chain is one unit: its seed rule and negative prompt as they are; the size is given as such.
+    g = key_fields(settings.generate, roles=(KEY, PER_UNIT), without=("size",))
     parts = {"input": fingerprint, "size": list(size), "interrogate": i, "generate": g,
              "dtype": settings.dtype, "background": list(BACKGROUND), "version": CHAIN_VERSION}
     return stable_hash(parts), parts
+
+
+def chain_outputs_key(key: str, target: int, settings: Settings, source_name: str) -> str:
+    """The key of chain.csv, the strip, the drift figure and chain.mp4: the chain's, how many steps
+    they show, telephone's KEY settings, and what they use of CLIP and of the video encoder."""
+    a = settings.assemble
+    return stable_hash(key, target, *key_fields(settings.telephone).values(), settings.interrogate.clip_model,
+                       a.out_fps, a.crf, str(source_name))
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -328,8 +328,7 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     fixed = next(((r.step, r.repeats_step) for r in rows if r.repeats_step is not None), None)
     target = min(t.steps, fixed[0]) if fixed and t.stop_at_fixed_point else t.steps
 
-    outputs_key = stable_hash(key, target, t.hold, t.crossfade, t.strip_height, i.clip_model, settings.assemble.out_fps,
-                              settings.assemble.crf, str(source.name))
+    outputs_key = chain_outputs_key(key, target, settings, source.name)
     done = folder.read_record("telephone-outputs") or {}
     if (len(rows) > target and done.get("key") == outputs_key
             and all((folder.root / n).is_file() for n in OUTPUTS)):

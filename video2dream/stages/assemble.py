@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..pngmeta import png_decodes
 from ..progress import progress_bar, say
 from ..runfolder import STATE, RunFolder, atomic_path
-from ..settings import Settings, replace_section, stable_hash
+from ..settings import Settings, key_fields, replace_section, stable_hash
 from ..tables import read_frames
 
 
@@ -234,7 +234,7 @@ def plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | No
     frame_paths = image_paths(run, "frames", tl.names) if sbs else []
     key = stable_hash(
         [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths + frame_paths],
-        a.source, a.transition, a.out_fps, a.crf, media.fingerprint(sound.path) if sound.path else None,
+        a.source, *key_fields(a).values(), media.fingerprint(sound.path) if sound.path else None,
         tl.duration, tl.times, sbs is not None,
     )
     return AssemblePlan(tl, paths, frame_paths, sound, a.source, dest, sbs, output_record(run, a.source, dest), key)
@@ -397,7 +397,7 @@ def grid_plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str]
     layout = grid_layout(len(folders), tl.width, tl.height)
     key = stable_hash(
         [(p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns) for ps in paths.values() for p in ps],
-        a.transition, a.out_fps, a.crf, media.fingerprint(sound.path) if sound.path else None,
+        *key_fields(a).values(), media.fingerprint(sound.path) if sound.path else None,
         tl.duration, tl.times, *layout,
     )
     record = "assemble-grid" if _same_path(dest, default) else \

@@ -22,7 +22,7 @@ from .. import media
 from ..errors import UserError
 from ..progress import progress_bar, say
 from ..runfolder import TMP_MARK, RunFolder, raise_write_error, temp_path
-from ..settings import Settings, stable_hash
+from ..settings import Settings, key_fields, stable_hash
 from ..tables import frames_table, read_frames
 
 # Demuxers whose seek lands on a keyframe at or before the wanted time (they keep an index). Others
@@ -91,7 +91,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
         raise UserError(f"--start {start} is past the end of {video} ({probe.duration:.2f} s)")
     if probe.fps and ex.fps > probe.fps * 1.01:  # not refused: a saved --fps must not fail the next video
         say(f"--fps {ex.fps:g} is above the frame rate of {video.name} ({probe.fps:g} fps): frames will repeat")
-    key = stable_hash(fingerprint, ex.fps, start, end)
+    key = stable_hash(fingerprint, *key_fields(ex).values(), start, end)  # start and end as they apply
     if on_ready:
         on_ready()
     if other_video:

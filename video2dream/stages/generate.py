@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError
 from ..progress import progress_bar, say
 from ..runfolder import RunFolder
-from ..settings import Settings, stable_hash
+from ..settings import Settings, key_fields, stable_hash
 from ..tables import moment_tolerance, parse_time, read_frames, same_moment
 from .interrogate import orphans_path, read_prompts
 
@@ -83,11 +83,7 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     g = settings.generate
     width, height = dream_size(run, settings)
     extract_key = (run.read_record("extract") or {}).get("key")
-    from ..settings import generate_key_fields
-
-    shared = generate_key_fields(g)  # as dataclasses.asdict(g), less speed-only and unset new knobs
-    for irrelevant in ("batch_size", "negative_prompt", "seed", "seed_mode", "pixels"):
-        shared.pop(irrelevant)  # per-frame values or speed knobs, hashed per job below
+    shared = key_fields(g)  # per-unit settings (seed, negative prompt, size) are hashed per job below
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1

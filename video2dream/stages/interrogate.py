@@ -13,7 +13,6 @@ reported; it is never left on another moment's frame.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError
 from ..progress import progress_bar, say
 from ..runfolder import RunFolder
-from ..settings import Settings, stable_hash
+from ..settings import Settings, key_fields, stable_hash
 from ..tables import (
     PROMPTS_COLUMNS,
     moment_tolerance,
@@ -66,9 +65,7 @@ def is_edited(row: dict) -> bool:
 def row_keys(run: RunFolder, settings: Settings, names: list[str]) -> dict[str, str]:
     """The key each frame's row must carry to be current: the frame's identity plus the settings."""
     extract_key = (run.read_record("extract") or {}).get("key")
-    i = dataclasses.asdict(settings.interrogate)
-    for irrelevant in ("batch_size", "chunk_size"):  # they change speed, not the words
-        i.pop(irrelevant)
+    i = key_fields(settings.interrogate)  # speed knobs (batch and chunk sizes) change no words
     return {n: stable_hash(extract_key, n, i) for n in names}
 
 
