@@ -366,7 +366,7 @@ def test_a_typed_caption_length_moves_the_other_end_of_the_range() -> None:
     assert (i.min_length, i.max_length) == (40, 40)
     i = resolve(saved, overrides={"interrogate": {"max_length": 3}}).interrogate
     assert (i.min_length, i.max_length) == (3, 3)
-    with pytest.raises(UserError, match="max-length"):
+    with pytest.raises(UserError, match=r"interrogate\.max_length"):
         resolve(saved, overrides={"interrogate": {"min_length": 40, "max_length": 30}})
-    with pytest.raises(UserError, match="max-length"):  # from a file: no guessing which end was meant
+    with pytest.raises(UserError, match=r"interrogate\.max_length"):  # from a file: no guessing which end was meant
         resolve(overrides=None, saved={"interrogate": {"min_length": 40, "max_length": 30}})

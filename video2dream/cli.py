@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import Interrupted, UserError, debug_enabled
+from .errors import Interrupted, SettingError, UserError, debug_enabled
 from .progress import say
 from .runfolder import RunFolder
 from .settings import Settings, preset_names, resolve
@@ -261,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Setting path -> the flag that sets it in this command (each option's dest is "set:" + path):
+    `telephone` sets generate.steps with --steps-per-image, `run` interrogate.batch_size with
+    --caption-batch-size; a setting without a flag here is not in it."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest[4:]: a.option_strings[0] for a in sub.choices[command]._actions
+            if a.dest.startswith("set:") and a.option_strings}
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user gave on the command line, as a nested mapping."""
     tree: dict[str, Any] = {}
@@ -316,9 +325,6 @@ def dispatch(args: argparse.Namespace) -> int:
         run.require()  # before the lock, which would create the folder
     if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
         raise UserError("give --round or --from, not both")
-    if args.command == "telephone" and getattr(args, "set:generate.steps") is not None \
-            and getattr(args, "set:generate.steps") < 1:
-        raise UserError("--steps-per-image must be >= 1")
     settings = settings_for(run, args)
     with run.lock():
         pipeline.COMMANDS[args.command](run, settings, args)
@@ -335,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # for the resume hint
+    args.flags = command_flags(parser, args.command)  # for errors about settings, in this command's words
     signal.signal(signal.SIGTERM, _on_sigterm)
     code = _guarded(lambda: dispatch(args), args)
     if real_process:
@@ -375,7 +382,8 @@ def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
     except UserError as e:
         if debug_enabled():
             raise
-        print(f"video2dream: error: {e}", file=sys.stderr)
+        text = e.render(getattr(args, "flags", {})) if isinstance(e, SettingError) else str(e)
+        print(f"video2dream: error: {text}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence for a friendly CLI
         if debug_enabled():

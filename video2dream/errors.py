@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
+
+# Where a value came from, when it came from the run folder (settings.resolve's SAVED).
+SAVED_SETTINGS = "the run folder's settings.yaml"
+# Where a value came from, when the caller typed it (settings.resolve's overrides): no "(from ...)".
+COMMAND_LINE = "the command line"
 
 
 class UserError(Exception):
@@ -11,6 +18,51 @@ class UserError(Exception):
 
 class Interrupted(UserError):
     """Ctrl-C or SIGTERM; finished work is kept."""
+
+
+class SettingError(UserError):
+    """A setting's value is wrong. It carries the setting's path ("generate.steps"), the problem and
+    a hint, in the library's words: str(e) names settings by path, so that a script or a web page
+    knows what to fix; a command line renders it with its own flag names (render(flags)).
+
+    problem and hint may name other settings as {section.name} (those in `also`); the message starts
+    with the setting unless problem names it as {path} itself. origin: where the value came from
+    (a preset, a config file, the run folder's settings.yaml), shown unless it was typed."""
+
+    def __init__(self, path: str, problem: str, hint: str = "", *, also: tuple[str, ...] = (),
+                 origin: str | None = None) -> None:
+        self.path = path
+        self.paths = (path, *also)
+        self.problem = problem
+        self.hint = hint
+        self.origin = origin
+        super().__init__(self.render())
+
+    def render(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message. flags None: settings by path (the library's words). flags a mapping of path ->
+        flag (a command's own): settings by that flag, those without one as `setting PATH`."""
+        def name(path: str, subject: bool = False) -> str:
+            if flags is None:
+                return path
+            return flags.get(path) or (f"setting {path}" if subject else path)
+
+        def fill(text: str) -> str:
+            return re.sub(r"\{([\w.]+)\}", lambda m: name(m[1], m[1] == self.path) if m[1] in self.paths
+                          else m[0], text)
+
+        template = self.problem if "{" + self.path + "}" in self.problem else "{" + self.path + "} " + self.problem
+        text = fill(template) + self._where(flags)
+        return f"{text}; {fill(self.hint)}" if self.hint else text
+
+    def _where(self, flags: Mapping[str, str] | None) -> str:
+        """Where the value came from, and for a flag of this command what the user typed it as."""
+        flag = None if flags is None else flags.get(self.path)
+        if self.origin in (None, COMMAND_LINE):
+            return "" if flags is None or flag else " (in a --config file or settings.yaml)"
+        if self.origin == SAVED_SETTINGS:
+            fix = f"give {flag} to replace it" if flag else "give it in a --config file to replace it"
+            return f" ({self.path} in {self.origin}; {fix})" if flags is not None else f" (in {self.origin})"
+        return f" ({self.path}, from {self.origin})" if flag else f" (from {self.origin})"
 
 
 def debug_enabled() -> bool:

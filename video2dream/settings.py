@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import COMMAND_LINE, SAVED_SETTINGS, SettingError, UserError
 
 # Inside the package (declared as package data), so a wheel install has them too.
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -260,8 +260,7 @@ def resolve(
     return settings
 
 
-SAVED = "the run folder's settings.yaml"
-COMMAND_LINE = "the command line"
+SAVED = SAVED_SETTINGS  # where a value came from, for messages; COMMAND_LINE: typed by the caller
 
 
 def _keep_caption_range(settings: Settings, origins: dict[str, str]) -> None:
@@ -278,9 +277,11 @@ def _keep_caption_range(settings: Settings, origins: dict[str, str]) -> None:
             i.min_length = i.max_length
 
 
-def _check(ok: bool, message: str) -> None:
+def _check(ok: bool, path: str, problem: str, hint: str = "", *, also: tuple[str, ...] = (),
+           origins: dict[str, str] | None = None) -> None:
+    """Raise a SettingError about path unless ok; problem and hint name other settings as {path}."""
     if not ok:
-        raise UserError(message)
+        raise SettingError(path, problem, hint, also=also, origin=(origins or {}).get(path))
 
 
 # Bounds that keep a value from hanging or breaking every later command on the folder (settings
@@ -289,21 +290,6 @@ MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; per-frame seeds add 
 MAX_TOKENS = 512  # BLIP's text positions (large, base and the tiny preset): no caption is longer
 MAX_SIDE = 8192  # pixels of a dream's side
 MAX_PIXELS = 4096 * 4096  # pixels of a dream
-
-# Flags whose name is not the setting's own (telephone calls generate.steps --steps-per-image).
-_FLAGS = {"assemble.source": "--from", "assemble.output": "-o", "telephone.steps": "--steps"}
-
-
-def _flag(path: str) -> str:
-    return _FLAGS.get(path, "--" + path.rpartition(".")[2].replace("_", "-"))
-
-
-def _where(path: str, origins: dict[str, str] | None) -> str:
-    origin = (origins or {}).get(path)
-    if origin == SAVED:
-        return f" ({path} in {origin}; give {_flag(path)} to replace it)"
-    return f" ({path}, from {origin})" if origin else f" ({path})"
-
 
 def _finite(value: Any) -> bool:
     return _num(value) and math.isfinite(value)
@@ -337,7 +323,7 @@ def check_types(s: Settings, origins: dict[str, str] | None = None) -> None:
         tests = [_KINDS[k] for k in kinds if k in _KINDS]
         if not any(test(value) for test, _ in tests):
             what = " or ".join(text for _, text in tests) + (", or none" if "None" in kinds else "")
-            raise UserError(f"{_flag(path)} must be {what}, got {value!r}{_where(path, origins)}")
+            _check(False, path, f"must be {what}, got {value!r}", origins=origins)
 
 
 def normalize(s: Settings) -> None:
@@ -424,33 +410,49 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     """Every value in range (RANGES) and the settings consistent; types are check_types's."""
     values = {path: value for path, _, value in _items(s)}
     for path, ok, what in RANGES:
-        _check(ok(values[path]), f"{_flag(path)} must be {what}, got {values[path]!r}{_where(path, origins)}")
-    e, i, g, a = s.extract, s.interrogate, s.generate, s.assemble
+        _check(ok(values[path]), path, f"must be {what}, got {values[path]!r}", origins=origins)
+    e, i, g, a, t = s.extract, s.interrogate, s.generate, s.assemble, s.telephone
+    o = origins
     if e.start is not None and e.end is not None:
-        _check(e.end > e.start, f"--end ({e.end}) must be after --start ({e.start})")
-    modes = ("best", "classic", "fast", "negative", "caption")
-    _check(i.mode in modes, f"unknown --mode '{i.mode}' (choose from {', '.join(modes)})")
-    _check(i.max_length >= i.min_length, "--max-length must be >= --min-length")
-    _check("/" in i.clip_model or i.clip_model.startswith("tiny:"),
-           f"--clip-model must look like NAME/PRETRAINED, got '{i.clip_model}'")
-    _check(g.seed_mode in ("fixed", "per-frame"), "--seed-mode must be 'fixed' or 'per-frame'")
-    _check((g.width is None) == (g.height is None), "give --width and --height together")
+        _check(e.end > e.start, "extract.end", f"({e.end}) must be after {{extract.start}} ({e.start})",
+               also=("extract.start",), origins=o)
+    _one_of(i.mode, "interrogate.mode", INTERROGATE_MODES, o)
+    _check(i.max_length >= i.min_length, "interrogate.max_length",
+           f"({i.max_length}) must be >= {{interrogate.min_length}} ({i.min_length})",
+           "raise {interrogate.max_length} or lower {interrogate.min_length}", also=("interrogate.min_length",),
+           origins=o)
+    _check("/" in i.clip_model or i.clip_model.startswith("tiny:"), "interrogate.clip_model",
+           f"must look like NAME/PRETRAINED, got '{i.clip_model}'", "e.g. ViT-L-14/openai", origins=o)
+    _one_of(g.seed_mode, "generate.seed_mode", ("fixed", "per-frame"), o)
+    _check((g.width is None) == (g.height is None), "generate.height" if g.width is None else "generate.width",
+           "give {generate.width} and {generate.height} together (or neither: the source's shape)",
+           also=("generate.height", "generate.width"), origins=o)
     if g.width and g.height:
-        _check(g.width * g.height <= MAX_PIXELS,
-               f"--width x --height must be at most {MAX_PIXELS} pixels (4096x4096), got {g.width}x{g.height}")
-    _check(not (g.vae and g.preview_vae), "give --vae or --preview-vae, not both")
+        _check(g.width * g.height <= MAX_PIXELS, "generate.width",
+               f"x {{generate.height}} must be at most {MAX_PIXELS} pixels (4096x4096), got {g.width}x{g.height}",
+               also=("generate.height",), origins=o)
+    _check(not (g.vae and g.preview_vae), "generate.vae", "give {generate.vae} or {generate.preview_vae}, not both",
+           "none turns one off", also=("generate.preview_vae",), origins=o)
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
-           "--from must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02")
-    _check(a.transition in ("cut", "crossfade"), "--transition must be 'cut' or 'crossfade'")
-    t = s.telephone
-    modes = ("caption", "fast", "classic", "best", "negative")
-    _check(t.mode in modes, f"unknown --mode '{t.mode}' (choose from {', '.join(modes)})")
-    _check(0 <= t.crossfade < t.hold,
-           f"--crossfade must be >= 0 and shorter than --hold ({t.hold} s), got {t.crossfade!r}")
-    _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"),
-           f"unknown --device '{s.device}' (auto, cpu, cuda, cuda:N, mps)")
-    dtypes = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
-    _check(s.dtype in dtypes, f"unknown --dtype '{s.dtype}' (choose from {', '.join(dtypes)})")
+           "assemble.source", f"must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02, "
+           f"got {a.source!r}", origins=o)
+    _one_of(a.transition, "assemble.transition", ("cut", "crossfade"), o)
+    _one_of(t.mode, "telephone.mode", TELEPHONE_MODES, o)
+    _check(0 <= t.crossfade < t.hold, "telephone.crossfade",
+           f"must be >= 0 and shorter than {{telephone.hold}} ({t.hold} s), got {t.crossfade!r}",
+           also=("telephone.hold",), origins=o)
+    _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"), "device",
+           f"'{s.device}' is unknown: choose from auto, cpu, cuda, cuda:N, mps", origins=o)
+    _one_of(s.dtype, "dtype", DTYPES, o)
+
+
+INTERROGATE_MODES = ("best", "classic", "fast", "negative", "caption")
+TELEPHONE_MODES = ("caption", "fast", "classic", "best", "negative")
+DTYPES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+
+
+def _one_of(value: Any, path: str, choices: tuple[str, ...], origins: dict[str, str] | None) -> None:
+    _check(value in choices, path, f"'{value}' is unknown: choose from {', '.join(choices)}", origins=origins)
 
 
 def _num(value: Any) -> bool:

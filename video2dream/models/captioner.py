@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 from transformers.utils import logging as hf_logging
 
-from ..errors import UserError
+from ..errors import SettingError, UserError
 from . import hub
 from .devices import pick_device, pick_dtype
 
@@ -61,8 +61,11 @@ class Captioner:
     def check_lengths(self, min_length: int, max_length: int) -> None:
         """Refuse, before any work (and before settings are saved), lengths the model cannot reach."""
         if max(min_length, max_length) > self.max_tokens:
-            raise UserError(f"--min-length/--max-length {min_length}/{max_length}: {self.name} writes at most "
-                            f"{self.max_tokens} tokens; give --max-length {self.max_tokens} or less")
+            raise SettingError("interrogate.max_length",
+                               f"{max_length} ({{interrogate.min_length}} {min_length}): {self.name} writes at most "
+                               f"{self.max_tokens} tokens",
+                               f"give {{interrogate.max_length}} {self.max_tokens} or less",
+                               also=("interrogate.min_length",))
 
     def caption(
         self,

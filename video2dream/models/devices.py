@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from typing import TYPE_CHECKING
 
-from ..errors import UserError
+from ..errors import SettingError
 
 if TYPE_CHECKING:
     import torch
@@ -24,9 +24,9 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+        raise SettingError("device", f"'{name}': no CUDA device is available here", "use cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
+        raise SettingError("device", "'mps': Apple's Metal backend is not available here", "use cpu or auto")
     return torch.device(name)
 
 
@@ -40,7 +40,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.float16
         return torch.float32
     if name not in DTYPES:
-        raise UserError(f"unknown --dtype '{name}' (choose from auto, fp32, fp16, bf16)")
+        raise SettingError("dtype", f"'{name}' is unknown: choose from auto, fp32, fp16, bf16")
     return getattr(torch, DTYPES[name])
 
 

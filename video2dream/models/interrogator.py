@@ -33,7 +33,7 @@ import torch
 from open_clip.pretrained import is_pretrained_cfg
 from PIL import Image
 
-from ..errors import UserError, debug_enabled
+from ..errors import SettingError, UserError, debug_enabled
 from . import hub
 from .captioner import Captioner
 from .devices import pick_device, pick_dtype
@@ -101,12 +101,10 @@ class Interrogator:
         from clip_interrogator import Interrogator as PackageInterrogator
 
         if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise UserError(f"--chunk-size must be a whole number >= 1, got {chunk_size!r}")
+            raise SettingError("interrogate.chunk_size", f"must be a whole number >= 1, got {chunk_size!r}")
         if not isinstance(flavor_intermediate_count, int) or flavor_intermediate_count < 1:
-            raise UserError(
-                "--flavor-intermediate-count must be a whole number >= 1, "
-                f"got {flavor_intermediate_count!r}"
-            )
+            raise SettingError("interrogate.flavor_intermediate_count",
+                               f"must be a whole number >= 1, got {flavor_intermediate_count!r}")
         self.name = clip_model
         self.device: torch.device = pick_device(device)
         self.dtype: torch.dtype = pick_dtype(dtype, self.device)
@@ -178,15 +176,14 @@ class Interrogator:
             return TINY_CLIP_ARCH, str(weights), f"{TINY_CLIP_ARCH}/{folder.name}-{digest}"
         arch, sep, pretrained = clip_model.partition("/")
         if not sep or not arch or not pretrained:
-            raise UserError(
-                f"--clip-model must look like NAME/PRETRAINED (e.g. ViT-L-14/openai), "
-                f"got '{clip_model}'"
-            )
+            raise SettingError("interrogate.clip_model", f"must look like NAME/PRETRAINED, got '{clip_model}'",
+                               "e.g. ViT-L-14/openai")
         # Checked here: open_clip's own errors for these read like download failures.
         if arch not in open_clip.list_models():
             close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UserError(f"unknown open_clip architecture '{arch}' in --clip-model{hint}")
+            raise SettingError("interrogate.clip_model",
+                               f"'{clip_model}': unknown open_clip architecture '{arch}'{hint}")
         pretrained = os.path.expanduser(pretrained)
         if not (is_pretrained_cfg(arch, pretrained) or os.path.isfile(pretrained)):
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)[:8]) or "none"

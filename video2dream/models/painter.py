@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError
+from ..errors import SettingError, UserError
 from . import devices, hub
 from .sizes import generation_size  # noqa: F401  (re-exported)
 
@@ -126,8 +126,9 @@ def _scheduler_class(name: str) -> tuple[Any, dict[str, Any]]:
     if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
         valid = ("EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, "
                  "DPMSolverMultistepScheduler, UniPCMultistepScheduler, DDIMScheduler")
-        raise UserError(
-            f"unknown scheduler '{name}'; give a diffusers scheduler class ({valid}, ...) "
+        raise SettingError(
+            "generate.scheduler", f"{{generate.scheduler}}: unknown scheduler '{name}'",
+            f"give a diffusers scheduler class ({valid}, ...) "
             f"or an A1111 sampler name ({', '.join(list(A1111_SAMPLERS)[:6])}, ...)")
     return cls, overrides
 
@@ -139,11 +140,11 @@ def _check_lora(spec: str) -> None:
     looks_local = path.suffix in (".safetensors", ".bin", ".pt", ".ckpt") or source.startswith(
         (".", "/", "~")) or len(path.parts) > 2
     if looks_local and not path.exists():
-        raise UserError(f"--lora {spec}: there is no file or folder {source}")
+        raise SettingError("generate.lora", f"{spec}: there is no file or folder {source}")
     from diffusers.utils import is_peft_available
 
     if not is_peft_available():
-        raise UserError("--lora needs the peft package: pip install peft")
+        raise SettingError("generate.lora", "needs the peft package", "pip install peft")
 
 
 class Painter:
@@ -170,7 +171,8 @@ class Painter:
         if lora:
             _check_lora(lora)
         if vae and preview_vae:
-            raise UserError("give --vae or --preview-vae, not both")
+            raise SettingError("generate.vae", "give {generate.vae} or {generate.preview_vae}, not both",
+                               "none turns one off", also=("generate.preview_vae",))
         source = hub.resolve(model)
         kwargs: dict[str, Any] = _dtype_kwargs(self.dtype)
         if vae:

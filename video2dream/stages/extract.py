@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import media
-from ..errors import UserError
+from ..errors import SettingError, UserError
 from ..progress import progress_bar, say
 from ..runfolder import TMP_MARK, RunFolder, raise_write_error, temp_path
 from ..settings import Settings, key_fields, stable_hash
@@ -88,7 +88,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     start = ex.start or 0.0
     end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
     if start >= probe.duration:
-        raise UserError(f"--start {start} is past the end of {video} ({probe.duration:.2f} s)")
+        raise SettingError("extract.start", f"{start} is past the end of {video} ({probe.duration:.2f} s)")
     if probe.fps and ex.fps > probe.fps * 1.01:  # not refused: a saved --fps must not fail the next video
         say(f"--fps {ex.fps:g} is above the frame rate of {video.name} ({probe.fps:g} fps): frames will repeat")
     key = stable_hash(fingerprint, *key_fields(ex).values(), start, end)  # start and end as they apply
