@@ -121,7 +121,8 @@ def test_cross_setting_errors_carry_every_path_involved() -> None:
     cases = [({"extract": {"start": 2, "end": 1}}, {"extract.end", "extract.start"}),
              ({"generate": {"width": 512}}, {"generate.width", "generate.height"}),
              ({"generate": {"vae": "a/b", "preview_vae": "c/d"}}, {"generate.vae", "generate.preview_vae"}),
-             ({"interrogate": {"min_length": 40, "max_length": 30}}, {"interrogate.min_length", "interrogate.max_length"})]
+             ({"interrogate": {"min_length": 40, "max_length": 30}},
+              {"interrogate.min_length", "interrogate.max_length"})]
     for overrides, paths in cases:
         with pytest.raises(SettingError) as caught:
             resolve(saved=overrides)  # from a file: no typed end to move the other

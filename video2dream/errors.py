@@ -60,7 +60,7 @@ class SettingError(UserError):
         if self.origin in (None, COMMAND_LINE):
             return "" if flags is None or flag else " (in a --config file or settings.yaml)"
         if self.origin == SAVED_SETTINGS:
-            fix = f"give {flag} to replace it" if flag else "give it in a --config file to replace it"
+            fix = f"give {flag} to replace it" if flag else "edit it there, or give it in a --config file"
             return f" ({self.path} in {self.origin}; {fix})" if flags is not None else f" (in {self.origin})"
         return f" ({self.path}, from {self.origin})" if flag else f" (from {self.origin})"
 
