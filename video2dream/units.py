@@ -42,7 +42,10 @@ class Unit:
             path = PurePosixPath(p)
             if not p or "\\" in p or path.is_absolute() or ".." in path.parts:
                 raise ValueError(f"unit input {p!r} is not a path inside the run folder")
-        json.dumps(self.params)  # plain values only: a worker elsewhere gets the same unit
+        try:
+            json.dumps(self.params)  # plain values only: a worker elsewhere gets the same unit
+        except TypeError as e:
+            raise ValueError(f"unit {self.name}'s parameters are not plain data: {e}") from None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "inputs": list(self.inputs), "params": self.params,
