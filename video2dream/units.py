@@ -16,9 +16,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .tables import FRAME_NAME
+
+if TYPE_CHECKING:
+    from .settings import GenerateSettings
 
 KINDS = ("caption", "paint")
 STEP_NAME = re.compile(r"step_[0-9]{3,}\.png")  # a telephone chain's step picture
@@ -58,7 +61,23 @@ class Unit:
 
 
 def paint_params(prompt: str, negative_prompt: str, seed: int, size: tuple[int, int], steps: int,
-                 guidance: float, strength: float | None, lora: str | None) -> dict[str, Any]:
-    """A paint unit's parameters: everything its picture and its A1111 text depend on, but the model."""
-    return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed), "width": size[0],
-            "height": size[1], "steps": steps, "guidance": guidance, "strength": strength, "lora": lora}
+                 guidance: float, strength: float | None, lora: str | None,
+                 leading: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A paint unit's parameters: everything its picture and its A1111 text depend on, but the model.
+    leading: fields its A1111 text shows first (the telephone's step)."""
+    params = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed), "width": size[0],
+              "height": size[1], "steps": steps, "guidance": guidance, "strength": strength, "lora": lora}
+    if leading:
+        params["leading"] = dict(leading)
+    return params
+
+
+def seed_for(g: GenerateSettings, index: int) -> int:
+    """The one seed rule: --seed plus the frame's number (a telephone chain: the step's), or --seed
+    itself in fixed seed mode."""
+    return g.seed if g.seed_mode == "fixed" else g.seed + index
+
+
+def merge_negative(own: str, g: GenerateSettings) -> str:
+    """A unit's negative prompt: its own (a row's, the interrogator's), then --negative-prompt."""
+    return ", ".join(t for t in (own.strip(), g.negative_prompt.strip()) if t)

@@ -20,7 +20,7 @@ from ..progress import progress_bar, say
 from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
 from ..tables import moment_tolerance, parse_time, read_frames, same_moment
-from ..units import Unit, paint_params
+from ..units import Unit, merge_negative, paint_params, seed_for
 from .interrogate import orphans_path, read_prompts
 
 if TYPE_CHECKING:
@@ -95,8 +95,8 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
-        seed = g.seed if g.seed_mode == "fixed" else g.seed + index
-        negative = ", ".join(t for t in (str(rows[n].negative_prompt).strip(), g.negative_prompt.strip()) if t)
+        seed = seed_for(g, index)
+        negative = merge_negative(str(rows[n].negative_prompt), g)
         source = (extract_key, n) if g.strength else None  # img2img also depends on the frame
         key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype)
         jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
@@ -191,12 +191,12 @@ def commit_behind(run: RunFolder, batches: Iterator[list[Done]],
             yield f.result()
 
 
-def a1111_text(params: dict[str, Any], painted: Painted, leading: dict[str, object] | None = None) -> str:
-    """The A1111 `parameters` text of a painted unit (leading: fields shown first, the telephone's step)."""
+def a1111_text(params: dict[str, Any], painted: Painted) -> str:
+    """The one A1111 `parameters` writer: a paint unit's text, with the painter's sampler and model."""
     from ..pngmeta import a1111_parameters
 
     p = params
-    extra: dict[str, object] = dict(leading or {})
+    extra: dict[str, object] = dict(p.get("leading") or {})  # the telephone's step comes first
     if p["strength"]:
         extra["Denoising strength"] = p["strength"]
     if p["lora"]:
