@@ -15,7 +15,7 @@ from video2dream import backends
 from video2dream.backends.local import LocalBackend
 from video2dream.errors import UserError
 from video2dream.runfolder import RunFolder
-from video2dream.settings import resolve
+from video2dream.settings import replace_section, resolve
 from video2dream.stages import generate, interrogate
 from video2dream.units import Unit
 
@@ -152,3 +152,25 @@ def test_commit_is_the_only_writer(base: Path, tmp_path: Path) -> None:
     assert snapshot(run.root) == untouched
     interrogate.commit(run, table, done)
     assert run.prompts_csv.read_bytes() == (base / "prompts.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_telephone_paints_its_steps_as_units_on_the_backend(base: Path, tmp_path: Path) -> None:
+    """A chain's steps go through the same paint units, backend and A1111 writer as the dreams."""
+    from video2dream.pngmeta import parse_parameters, read_parameters
+    from video2dream.telephone import chain_settings, telephone
+
+    image = base / "frames" / "000002.png"
+    settings = chain_settings(replace_section(resolve(RunFolder(base).saved_settings()), "telephone", steps=2))
+    settings = replace_section(settings, "generate", strength=0.6)
+    local = RunFolder(tmp_path / "local")
+    telephone(image, local, settings)
+    RecordingBackend.batches.clear()
+    recorded = RunFolder(tmp_path / "recorded")
+    telephone(image, recorded, settings, backend="recording")
+    assert RecordingBackend.batches == [["step_001.png"], ["step_002.png"]]
+    steps = ["step_000.png", "step_001.png", "step_002.png"]
+    assert [(local.root / n).read_bytes() for n in steps] == [(recorded.root / n).read_bytes() for n in steps]
+    p = parse_parameters(read_parameters(local.root / "step_002.png"))
+    assert (p["Seed"], p["Telephone step"], p["Denoising strength"]) == ("9", "2", "0.6")
+    assert p["negative_prompt"] == "blurry"

@@ -35,13 +35,13 @@ from .errors import UserError
 from .progress import progress_bar
 from .runfolder import STATE, RunFolder
 from .settings import Settings, replace_section, stable_hash
+from .units import Unit
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from .backends import Backend, Painted
     from .models.cache import ModelCache
-    from .units import Unit
 
 CHUNK = "video2dream-telephone"  # a step PNG's row and the chain key, as JSON
 BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
