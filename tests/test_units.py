@@ -174,3 +174,19 @@ def test_the_telephone_paints_its_steps_as_units_on_the_backend(base: Path, tmp_
     p = parse_parameters(read_parameters(local.root / "step_002.png"))
     assert (p["Seed"], p["Telephone step"], p["Denoising strength"]) == ("9", "2", "0.6")
     assert p["negative_prompt"] == "blurry"
+
+
+def test_a_sigterm_is_not_taken_for_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SIGTERM handler raises Interrupted wherever the program is; code that treats any
+    Exception as "cannot read it" (here: is a dream current?) must let it through, as it lets
+    Ctrl-C through. (Seen: SIGTERM during the tokenizer gave "unexpected error: ValueError".)"""
+    from video2dream import pngmeta
+    from video2dream.cli import _on_sigterm
+    from video2dream.errors import Interrupted
+
+    def stopped(path):
+        _on_sigterm(15, None)
+
+    monkeypatch.setattr(pngmeta, "png_decodes", stopped)
+    with pytest.raises(Interrupted):
+        generate.is_current(Path("000001.png"), "key")
