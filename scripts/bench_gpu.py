@@ -221,7 +221,6 @@ def bench_interrogate(work: Path, settings, frames: int, rows: list) -> None:
 
 def bench_run(work: Path, settings, seconds: float, label: str, target: str, rows: list) -> None:
     """`run` end to end through the library (as the CLI does: the same steps), a fresh run folder."""
-    import argparse as ap
 
     from video2dream import pipeline
     from video2dream.runfolder import RunFolder
@@ -229,11 +228,10 @@ def bench_run(work: Path, settings, seconds: float, label: str, target: str, row
     work.mkdir(parents=True, exist_ok=True)
     clip = make_clip(work / "e2e.mp4", seconds, "1280x720", audio=True)
     run = RunFolder(work / "e2e")
-    args = ap.Namespace(video=str(clip), force=False, grid=False, round=None)
     sync()
     t0 = time.perf_counter()
     with run.lock():
-        pipeline.do_run(run, settings, args)
+        pipeline.do_run(run, settings, clip)
     sync()
     total = time.perf_counter() - t0
     frames = len(list(run.frames_dir.glob("*.png")))

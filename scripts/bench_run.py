@@ -32,12 +32,12 @@ def timed_run(argv: list[str]) -> tuple[dict[str, float], dict[str, dict[str, in
     originals = {s: getattr(pipeline, f"do_{s}") for s in STAGES}
 
     def wrap(stage: str):
-        def stage_fn(run, settings, args):
+        def stage_fn(run, settings, *args, **kwargs):
             with count_loads() as counts:
                 sync()
                 t0 = time.perf_counter()
                 try:
-                    return originals[stage](run, settings, args)
+                    return originals[stage](run, settings, *args, **kwargs)
                 finally:
                     sync()
                     seconds[stage] = time.perf_counter() - t0

@@ -326,9 +326,26 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
         raise UserError("give --round or --from, not both")
     settings = settings_for(run, args)
+    if args.command == "assemble" and args.round is None and not args.grid \
+            and settings.assemble.source == "frames" and getattr(args, "set:assemble.side_by_side", None):
+        raise UserError("--side-by-side shows the frames beside the dreams; leave it out with --from frames")
     with run.lock():
-        pipeline.COMMANDS[args.command](run, settings, args)
+        _call(args, run, settings)
     return 0
+
+
+def _call(args: argparse.Namespace, run: RunFolder, settings: Settings) -> None:
+    """The library's command for args: its flags unpacked into plain arguments."""
+    from . import pipeline
+
+    if args.command in ("extract", "run", "telephone"):
+        do = {"extract": pipeline.do_extract, "run": pipeline.do_run, "telephone": pipeline.do_telephone}
+        do[args.command](run, settings, args.video, force=args.force)
+    elif args.command == "assemble":
+        pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid)
+    else:
+        {"interrogate": pipeline.do_interrogate, "generate": pipeline.do_generate}[args.command](
+            run, settings, force=args.force)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

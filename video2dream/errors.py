@@ -16,8 +16,10 @@ class UserError(Exception):
     """Something the user can fix; the message says what is wrong and what to do."""
 
 
-class Interrupted(UserError):
-    """Ctrl-C or SIGTERM; finished work is kept."""
+class Interrupted(BaseException):
+    """SIGTERM (Ctrl-C is KeyboardInterrupt); finished work is kept. Not an Exception, like
+    KeyboardInterrupt: raised by the signal handler wherever the program is, it must not be caught
+    by a library's `except Exception` (transformers' tokenizer turned it into a ValueError) or ours."""
 
 
 class SettingError(UserError):

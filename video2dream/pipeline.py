@@ -1,8 +1,8 @@
-"""The commands: each stage with its settings saved, and `run`, which chains them."""
+"""The commands: each stage with its settings saved, and `run`, which chains them. They take
+Settings and plain arguments (the CLI unpacks its flags into them), never an argparse namespace."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,56 +23,54 @@ def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
     return save
 
 
-def do_extract(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     from .stages.extract import extract
 
-    r = extract(run, args.video, settings, force=args.force, on_ready=_saver(run, settings))
+    r = extract(run, video, settings, force=force, on_ready=_saver(run, settings))
     where = run.frames_dir
     say(f"extract: up to date, {r.frames} frames in {where}" if r.skipped
         else f"extract: {r.frames} frames ({r.width}x{r.height}) in {where}")
 
 
-def do_interrogate(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.interrogate import interrogate
 
-    r = interrogate(run, settings, force=args.force, on_ready=_saver(run, settings))
+    r = interrogate(run, settings, force=force, on_ready=_saver(run, settings))
     free_memory()
     say(f"interrogate: {len(r.done)} row(s) written, {r.up_to_date} up to date, "
         f"{len(r.kept_edited)} hand-edited kept -> {run.prompts_csv}")
 
 
-def do_generate(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.generate import generate
 
-    r = generate(run, settings, force=args.force, on_ready=_saver(run, settings))
+    r = generate(run, settings, force=force, on_ready=_saver(run, settings))
     free_memory()
     say(f"generate: {len(r.painted)} dream(s) painted at {r.width}x{r.height}, "
         f"{r.up_to_date} up to date -> {run.dreams_dir}")
 
 
-def do_assemble(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: int | None = None,
+                grid: bool = False) -> None:
+    """round: one telephone round's video (its dreams_rKK); grid: every round side by side."""
     from .stages.assemble import assemble, assemble_grid, round_folder
 
-    if getattr(args, "grid", False):  # telephone rounds side by side
-        r = assemble_grid(run, settings, force=args.force, on_ready=_saver(run, settings))
+    if grid:  # telephone rounds side by side
+        r = assemble_grid(run, settings, force=force, on_ready=_saver(run, settings))
         say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output} ({r.duration:.2f} s)")
         return
-    if getattr(args, "round", None) is not None:  # one telephone round: --round K is --from dreams_rKK
-        settings = replace_section(settings, "assemble", source=round_folder(args.round))
+    if round is not None:  # one telephone round: --round K is --from dreams_rKK
+        settings = replace_section(settings, "assemble", source=round_folder(round))
         if not (run.root / settings.assemble.source).is_dir():
             from .errors import UserError
             from .stages.assemble import round_folders
 
             have = len(round_folders(run))
-            raise UserError(f"{run.root} has no telephone round {args.round} (it has {have}); play more rounds "
-                            f"with `video2dream telephone VIDEO -o {run.root} --steps {args.round}`")
-    if settings.assemble.source == "frames" and getattr(args, "set:assemble.side_by_side", None):
-        from .errors import UserError
-
-        raise UserError("--side-by-side shows the frames beside the dreams; leave it out with --from frames")
-    r = assemble(run, settings, force=args.force, on_ready=_saver(run, settings))
+            raise UserError(f"{run.root} has no telephone round {round} (it has {have}); play more rounds "
+                            f"with `video2dream telephone VIDEO -o {run.root} --steps {round}`")
+    r = assemble(run, settings, force=force, on_ready=_saver(run, settings))
     extra = f" and {r.side_by_side}" if r.side_by_side else ""
     say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output}{extra} "
         f"({r.duration:.2f} s, {r.sound})")
@@ -89,13 +87,13 @@ def do_mux_audio(run: RunFolder, source: str) -> None:
         "later assembles keep it (--audio auto goes back to the source's)")
 
 
-def do_telephone(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     from .models.devices import free_memory
     from .telephone import chain_settings, telephone
 
     settings = chain_settings(settings)
     _check_before_saving(settings)
-    r = telephone(args.video, run, settings, force=args.force, on_ready=_saver(run, settings))
+    r = telephone(video, run, settings, force=force, on_ready=_saver(run, settings))
     free_memory()
     for line in r.summary():
         say(line)
@@ -116,20 +114,12 @@ def _check_before_saving(settings: Settings) -> None:
         _check_lora(g.lora)
 
 
-def do_run(run: RunFolder, settings: Settings, args: argparse.Namespace) -> None:
+def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     _check_before_saving(settings)  # before extract writes anything (and saves the settings)
-    for step in (do_extract, do_interrogate, do_generate, do_assemble):
-        step(run, settings, args)
-
-
-COMMANDS: dict[str, Callable[[RunFolder, Settings, argparse.Namespace], None]] = {
-    "extract": do_extract,
-    "interrogate": do_interrogate,
-    "generate": do_generate,
-    "assemble": do_assemble,
-    "run": do_run,
-    "telephone": do_telephone,
-}
+    do_extract(run, settings, video, force=force)  # each looked up when called (scripts/bench_run.py wraps them)
+    do_interrogate(run, settings, force=force)
+    do_generate(run, settings, force=force)
+    do_assemble(run, settings, force=force)
 
 
 def status_data(run: RunFolder) -> dict[str, Any]:

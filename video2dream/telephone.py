@@ -34,10 +34,12 @@ from .errors import UserError
 from .progress import progress_bar
 from .runfolder import STATE, RunFolder
 from .settings import KEY, PER_UNIT, Settings, key_fields, replace_section, stable_hash
+from .units import Unit
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from .backends import Backend, Painted
     from .models.cache import ModelCache
 
 CHUNK = "video2dream-telephone"  # a step PNG's row and the chain key, as JSON
@@ -174,8 +176,9 @@ def step_name(k: int) -> str:
 
 
 def seed_for(settings: Settings, k: int) -> int:
-    g = settings.generate
-    return g.seed if g.seed_mode == "fixed" else g.seed + k
+    from .units import seed_for
+
+    return seed_for(settings.generate, k)  # the generate stage's rule, with the step for the frame
 
 
 def normalised(caption: str) -> str:
@@ -296,8 +299,9 @@ class Drift:
 
 
 def run_chain(folder: RunFolder, source: Path, settings: Settings, models: ModelCache, force: bool = False,
-              on_ready: Callable[[], None] | None = None) -> ChainResult:
-    """Play (or resume, or extend) the chain of one image into folder; write its outputs."""
+              on_ready: Callable[[], None] | None = None, backend: str | Backend = "local") -> ChainResult:
+    """Play (or resume, or extend) the chain of one image into folder; write its outputs. Each step
+    is painted as a paint unit on backend and committed like a dream."""
     from .models.sizes import generation_size
 
     t, g, i = settings.telephone, settings.generate, settings.interrogate
@@ -344,7 +348,7 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     if not rows:
         first = fit(original, size)
         rows.append(Step(0, step_name(0), caption(first)))
-        _save_step(folder.root, first, rows[0], key, None, settings)
+        _save_input(folder.root, first, rows[0], key)
         images.append(first)
     interrogator = models.interrogator(settings) if i.mode != "caption" and len(rows) <= target else None
     drift = Drift(models.clip(settings))
@@ -354,24 +358,26 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
 
     painted = truncated = 0
     todo = max(0, target - (len(rows) - 1))
+    from .backends import backend_for
+
+    runner = backend_for(backend, models)
+    if todo:
+        runner.load("paint", settings)
     with progress_bar(total=todo, desc=f"telephone {source.name}", unit="step") as bar:
         while len(rows) <= target:
             k = len(rows)
-            prev, prev_caption = images[-1], rows[-1].caption
+            prev, prev_caption = images[-1], rows[-1].caption  # img2img reads prev from its step PNG
             if interrogator is None:
                 prompt, negative = prev_caption, ""
             else:
                 prompt, negative = interrogator.interrogate([prev], [prev_caption], i.mode)[0]
-            negative = ", ".join(s for s in (negative.strip(), g.negative_prompt.strip()) if s)
-            painter = models.painter(settings)
-            if painter.token_limit(prompt)[1]:
-                truncated += 1
-            seed = seed_for(settings, k)
-            image = painter.paint([prompt], [negative], [seed], size[0], size[1], g.steps, g.guidance,
-                                  strength=g.strength, init_images=[prev] if g.strength else None)[0]
-            row = Step(k, step_name(k), caption(image), prompt, negative, seed)
+            unit = _paint_unit(settings, k, prompt, negative, size, key)
+            truncated += bool(runner.token_limits([unit], settings))
+            ((_, picture),) = next(runner.execute(folder.root, [unit], settings))
+            image = picture.image
+            row = Step(k, step_name(k), caption(image), prompt, unit.params["negative_prompt"], unit.params["seed"])
             row.repeats_step = repeats([r.caption for r in rows], row.caption)
-            _save_step(folder.root, image, row, key, painter, settings)
+            _commit_step(folder.root, unit, picture, row)
             rows.append(row)
             images.append(image)
             drift.add([image], [row.caption])
@@ -403,28 +409,35 @@ def thumbnails(images: list[Image.Image], height: int = 256) -> list[Image.Image
     return out
 
 
-def _save_step(root: Path, image: Image.Image, row: Step, key: str, painter, settings: Settings) -> None:
-    from .pngmeta import a1111_parameters, save_png
+def _save_input(root: Path, image: Image.Image, row: Step, key: str) -> None:
+    """Step 0: the input as the chain saw it; nothing was painted, so no A1111 parameters."""
+    from PIL.PngImagePlugin import PngInfo
 
-    if painter is None:  # the input: nothing was painted, so no A1111 parameters
-        from PIL.PngImagePlugin import PngInfo
+    from .runfolder import atomic_path
 
-        from .runfolder import atomic_path
+    info = PngInfo()
+    info.add_itxt(CHUNK, row.chunk(key))
+    with atomic_path(root / row.image) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info, compress_level=4)
 
-        info = PngInfo()
-        info.add_itxt(CHUNK, row.chunk(key))
-        with atomic_path(root / row.image) as tmp:
-            image.save(tmp, format="PNG", pnginfo=info, compress_level=4)
-        return
+
+def _paint_unit(settings: Settings, k: int, prompt: str, negative: str, size: tuple[int, int], key: str) -> Unit:
+    """Step k's paint unit: the generate stage's seed rule and negative prompt, the step before as
+    img2img's init picture."""
+    from .units import merge_negative, paint_params, seed_for
+
     g = settings.generate
-    extra: dict[str, object] = {"Telephone step": row.step}
-    if g.strength:
-        extra["Denoising strength"] = g.strength
-    if g.lora:
-        extra["Lora"] = g.lora
-    text = a1111_parameters(row.prompt, row.negative_prompt, g.steps, painter.sampler_name, g.guidance,
-                            int(row.seed or 0), image.width, image.height, painter.model_name, extra)
-    save_png(image, root / row.image, text, {CHUNK: row.chunk(key)})
+    params = paint_params(prompt, merge_negative(negative, g), seed_for(g, k), size, g.steps, g.guidance,
+                          g.strength, g.lora, leading={"Telephone step": k})
+    return Unit(step_name(k), "paint", (step_name(k - 1),) if g.strength else (), params, key)
+
+
+def _commit_step(root: Path, unit: Unit, painted: Painted, row: Step) -> None:
+    """Write step k's PNG: the generate stage's A1111 text, and the chain's row and key."""
+    from .pngmeta import save_png
+    from .stages.generate import a1111_text
+
+    save_png(painted.image, root / unit.name, a1111_text(unit.params, painted), {CHUNK: row.chunk(unit.key)})
 
 
 def _fmt(value: float | None) -> str:
@@ -518,7 +531,8 @@ class TelephoneResult:
 
 
 def telephone(source: str | Path, out: RunFolder, settings: Settings, force: bool = False,
-              on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> TelephoneResult:
+              on_ready: Callable[[], None] | None = None, models: ModelCache | None = None,
+              backend: str | Backend = "local") -> TelephoneResult:
     """Play the telephone game from an image, each image of a folder, or each frame of a video.
     `settings` are chain_settings(...) (interrogate.mode is the telephone's)."""
     from .models.cache import ModelCache
@@ -528,11 +542,11 @@ def telephone(source: str | Path, out: RunFolder, settings: Settings, force: boo
     models = models or ModelCache()
     if kind == "image":
         _check_not_run_folder(out)
-        chain = run_chain(out, source, settings, models, force, on_ready)
+        chain = run_chain(out, source, settings, models, force, on_ready, backend)
         return TelephoneResult("image", out.root, [chain])
     if kind == "folder":
-        return _play_folder(source, out, settings, models, force, on_ready)
-    return play_video(source, out, settings, models, force, on_ready)
+        return _play_folder(source, out, settings, models, force, on_ready, backend)
+    return play_video(source, out, settings, models, force, on_ready, backend)
 
 
 def _check_not_run_folder(out: RunFolder) -> None:
@@ -541,7 +555,7 @@ def _check_not_run_folder(out: RunFolder) -> None:
 
 
 def _play_folder(source: Path, out: RunFolder, settings: Settings, models: ModelCache, force: bool,
-                 on_ready: Callable[[], None] | None) -> TelephoneResult:
+                 on_ready: Callable[[], None] | None, backend: str | Backend = "local") -> TelephoneResult:
     from .strip import make_strip, save_strip, stack
 
     images, skipped = list_images(source)
@@ -554,7 +568,7 @@ def _play_folder(source: Path, out: RunFolder, settings: Settings, models: Model
         names[p.stem if p.stem not in names and p.stem != STATE else p.name] = p
     ready = on_ready
     for name, p in names.items():
-        chain = run_chain(RunFolder(out.root / name), p, settings, models, force, ready)
+        chain = run_chain(RunFolder(out.root / name), p, settings, models, force, ready, backend)
         ready = None  # settings are saved once, before the first chain writes
         result.chains.append(chain)
     strips = [make_strip(c.thumbs, c.captions, [str(k) for k in range(len(c.thumbs))], tile_height=128)
@@ -611,7 +625,7 @@ def _round_source_key(view: RoundView) -> str:
 
 
 def play_video(video: Path, run: RunFolder, settings: Settings, models: ModelCache, force: bool = False,
-               on_ready: Callable[[], None] | None = None) -> TelephoneResult:
+               on_ready: Callable[[], None] | None = None, backend: str | Backend = "local") -> TelephoneResult:
     from .stages.assemble import assemble_grid, round_folder
     from .stages.extract import extract
     from .stages.generate import generate
@@ -629,7 +643,7 @@ def play_video(video: Path, run: RunFolder, settings: Settings, models: ModelCac
     for r in range(1, t.steps + 1):
         view = RoundView(run, r, source_key)
         rs = replace_section(settings, "generate", seed=g.seed + (r - 1) * SEED_STRIDE)
-        done = interrogate(view, rs, force=force, models=models)
+        done = interrogate(view, rs, force=force, models=models, backend=backend)
         captions = _captions(view)
         if t.stop_at_fixed_point and r > 1 and all(captions[n] in history[n] for n in names):
             result.stopped_round = r
@@ -637,7 +651,7 @@ def play_video(video: Path, run: RunFolder, settings: Settings, models: ModelCac
             break
         for n in names:
             history[n].append(captions[n])
-        painted = generate(view, rs, force=force, models=models)
+        painted = generate(view, rs, force=force, models=models, backend=backend)
         if done.done or painted.painted:
             result.rounds_painted += 1
         source_key = _round_source_key(view)

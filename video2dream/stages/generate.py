@@ -1,5 +1,7 @@
 """generate: prompts.csv (+ frames/ for img2img) -> dreams/NNNNNN.png with A1111 `parameters`.
 
+plan_units (one paint unit per dream that is not current), a backend's execute, commit (one PNG).
+
 A dream is current when its PNG carries a `video2dream` text chunk equal to the key of its prompt,
 negative prompt, seed and generation settings: edit one row of prompts.csv and only that frame is
 painted again. PNGs are encoded and written on a separate thread while the model paints the next batch.
@@ -7,7 +9,7 @@ painted again. PNGs are encoded and written on a separate thread while the model
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +20,11 @@ from ..progress import progress_bar, say
 from ..runfolder import RunFolder
 from ..settings import Settings, key_fields, stable_hash
 from ..tables import moment_tolerance, parse_time, read_frames, same_moment
+from ..units import Unit, merge_negative, paint_params, seed_for
 from .interrogate import orphans_path, read_prompts
 
 if TYPE_CHECKING:
+    from ..backends import Backend, Done, Painted
     from ..models.cache import ModelCache
 
 KEY_CHUNK = "video2dream"
@@ -87,8 +91,8 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
-        seed = g.seed if g.seed_mode == "fixed" else g.seed + index
-        negative = ", ".join(t for t in (str(rows[n].negative_prompt).strip(), g.negative_prompt.strip()) if t)
+        seed = seed_for(g, index)
+        negative = merge_negative(str(rows[n].negative_prompt), g)
         source = (extract_key, n) if g.strength else None  # img2img also depends on the frame
         key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype)
         jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
@@ -120,91 +124,102 @@ def is_current(path: Path, key: str) -> bool:
         return False
 
 
+def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple[list[Unit], tuple[int, int]]:
+    """The paint units of the dreams that are not current (all with force), and the dream size.
+    Reads prompts.csv and the dreams' keys; loads no model."""
+    jobs, size = plan(run, settings)
+    return to_units(run, settings, jobs, size, force), size
+
+
+def to_units(run: RunFolder, settings: Settings, jobs: list[Job], size: tuple[int, int], force: bool) -> list[Unit]:
+    g = settings.generate
+    source = run.frames_dir.relative_to(run.root).as_posix()
+    units = [Unit(j.name, "paint", (f"{source}/{j.name}",) if g.strength else (),
+                  paint_params(j.prompt, j.negative_prompt, j.seed, size, g.steps, g.guidance, g.strength, g.lora),
+                  j.key)
+             for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
+    return units
+
+
 def generate(run: RunFolder, settings: Settings, force: bool = False,
-             on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> GenerateResult:
-    """models: a cache to take the painter from (and leave it in); by default it loads here."""
+             on_ready: Callable[[], None] | None = None, models: ModelCache | None = None,
+             backend: str | Backend = "local") -> GenerateResult:
+    """Paint the dreams that are not current. models: a cache to take the painter from (and leave
+    it in); by default it loads here. backend: where the units run (a name, or a Backend)."""
     jobs, (width, height) = plan(run, settings)
     from ..models.devices import check_device
 
     check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a --device that cannot work
-    todo = [j for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
+    todo = to_units(run, settings, jobs, (width, height), force)
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:
         if on_ready:
             on_ready()
         return result
-    g = settings.generate
-    from ..models.cache import ModelCache
+    from ..backends import backend_for
 
-    painter = (models or ModelCache()).painter(settings)
+    runner = backend_for(backend, models)
+    runner.load("paint", settings)
     if on_ready:
         on_ready()
     run.remove_temporaries()
     run.dreams_dir.mkdir(parents=True, exist_ok=True)
-    result.truncated = _note_truncation(run, painter, todo)
-    with ThreadPoolExecutor(max_workers=1) as writer, \
-            progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
-        pending: list[Future] = []
-        for start in range(0, len(todo), g.batch_size):
-            batch = todo[start:start + g.batch_size]
-            init = _source_frames(run, batch) if g.strength else None
-            images = painter.paint([j.prompt for j in batch], [j.negative_prompt for j in batch],
-                                   [j.seed for j in batch], width, height, g.steps, g.guidance,
-                                   strength=g.strength, init_images=init)
-            for job, image in zip(batch, images, strict=True):
-                pending.append(writer.submit(_save, run, painter, settings, job, image, width, height))
-            pending = _drain(pending, bar, result, block=False)
-        _drain(pending, bar, result, block=True)
+    result.truncated = _note_truncation(run, runner.token_limits(todo, settings), todo)
+    with progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
+        for name in commit_behind(run, runner.execute(run.root, todo, settings), commit):
+            result.painted.append(name)
+            bar.update(1)
     return result
 
 
-def _drain(pending: list[Future], bar, result: GenerateResult, block: bool) -> list[Future]:
-    left = []
-    for f in pending:
-        if block or f.done():
-            result.painted.append(f.result())  # re-raises a failed write here
-            bar.update(1)
-        else:
-            left.append(f)
-    return left
+def commit_behind(run: RunFolder, batches: Iterator[list[Done]],
+                  commit: Callable[[RunFolder, Unit, Any], str]) -> Iterator[str]:
+    """Commit each result on a writer thread while the backend runs the next batch (the GPU never
+    waits for PNG encoding); the names committed, as they are. A failed write is raised here; on
+    an interrupt, the results already made are still written."""
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: list[Future] = []
+        for batch in batches:
+            pending += [writer.submit(commit, run, unit, result) for unit, result in batch]
+            while pending and pending[0].done():
+                yield pending.pop(0).result()  # re-raises a failed write here
+        for f in pending:
+            yield f.result()
 
 
-def _source_frames(run: RunFolder, batch: list[Job]) -> list:
-    from PIL import Image
+def a1111_text(params: dict[str, Any], painted: Painted) -> str:
+    """The one A1111 `parameters` writer: a paint unit's text, with the painter's sampler and model."""
+    from ..pngmeta import a1111_parameters
 
-    images = []
-    for j in batch:
-        with Image.open(run.frames_dir / j.name) as im:
-            images.append(im.convert("RGB"))
-    return images
-
-
-def _save(run: RunFolder, painter, settings: Settings, job: Job, image, width: int, height: int) -> str:
-    from ..pngmeta import a1111_parameters, save_png
-
-    g = settings.generate
-    extra: dict[str, object] = {}
-    if g.strength:
-        extra["Denoising strength"] = g.strength
-    if g.lora:
-        extra["Lora"] = g.lora
-    text = a1111_parameters(job.prompt, job.negative_prompt, g.steps, painter.sampler_name, g.guidance,
-                            job.seed, width, height, painter.model_name, extra)
-    save_png(image, run.dreams_dir / job.name, text, {KEY_CHUNK: job.key})
-    return job.name
+    p = params
+    extra: dict[str, object] = dict(p.get("leading") or {})  # the telephone's step comes first
+    if p["strength"]:
+        extra["Denoising strength"] = p["strength"]
+    if p["lora"]:
+        extra["Lora"] = p["lora"]
+    return a1111_parameters(p["prompt"], p["negative_prompt"], p["steps"], painted.sampler, p["guidance"],
+                            p["seed"], p["width"], p["height"], painted.model, extra)
 
 
-def _note_truncation(run: RunFolder, painter, jobs: list[Job]) -> list[str]:
+def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
+    """Write one dream: the picture, its A1111 text and its key (temp name, then rename)."""
+    from ..pngmeta import save_png
+
+    save_png(painted.image, run.dreams_dir / unit.name, a1111_text(unit.params, painted), {KEY_CHUNK: unit.key})
+    return unit.name
+
+
+def _note_truncation(run: RunFolder, limits: dict[str, tuple[str, str]], units: list[Unit]) -> list[str]:
     """SDXL's text encoders see 77 tokens: say so once, and record what was cut."""
     import pandas as pd
 
     from ..tables import write_csv
 
     cut = []
-    for j in jobs:
-        kept, lost = painter.token_limit(j.prompt)
+    for u in units:
+        kept, lost = limits.get(u.name, (u.params["prompt"], ""))
         if lost:
-            cut.append({"filename": j.name, "kept": kept, "cut": lost})
+            cut.append({"filename": u.name, "kept": kept, "cut": lost})
     if cut:
         say(f"{len(cut)} prompt(s) are longer than the 77 tokens SDXL reads; the rest is ignored "
             f"(what was cut is in {run.root / 'truncated.csv'})")

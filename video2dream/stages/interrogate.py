@@ -32,10 +32,12 @@ from ..tables import (
     same_moment,
     write_csv,
 )
+from ..units import Unit
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..backends import Backend, Done
     from ..models.cache import ModelCache
 
 # Never "delete it": the file may hold hand edits.
@@ -149,9 +151,26 @@ def _frame_at(by_time: list[tuple[float, str]], t: float | None, tol: float) -> 
     return by_time[i][1] if i < len(by_time) and abs(by_time[i][0] - t) <= tol else None
 
 
-def interrogate(run: RunFolder, settings: Settings, force: bool = False,
-                on_ready: Callable[[], None] | None = None, models: ModelCache | None = None) -> InterrogateResult:
-    """models: a cache to take the models from (and leave them in); by default they load here."""
+@dataclass
+class Table:
+    """prompts.csv as this command holds it while it runs: the rows, and what commit needs to keep
+    hand edits made meanwhile."""
+    names: list[str]
+    times: dict[str, float]
+    keys: dict[str, str]
+    rows: dict[str, dict]
+    columns: list[str]
+    seen: bytes | None  # the file's bytes as last read or written: a difference is someone else's edit
+    placed: Placement
+    result: InterrogateResult
+
+    def wanted(self, unit: Unit) -> bool:
+        return unit.name not in self.result.edited_meanwhile
+
+
+def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple[list[Unit], Table]:
+    """The caption units of the frames whose rows are not current (all with force, hand-edited ones
+    aside unless force), and prompts.csv's rows placed on their frames. Loads no model."""
     import pandas as pd
 
     run.require()
@@ -159,72 +178,77 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     names = frames["filename"].tolist()
     times = dict(zip(names, frames["time"].tolist(), strict=True))
     keys = row_keys(run, settings, names)
-    from ..models.devices import check_device
-
-    check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
     seen = _file_bytes(run)  # what prompts.csv holds now: a later difference is someone else's edit
     df = read_prompts(run) if seen is not None else pd.DataFrame(columns=PROMPTS_COLUMNS)
     placed = place_rows(df, keys, times)
-    states, rows, columns = placed.states, placed.rows, list(df.columns)
+    states = placed.states
     result = InterrogateResult(dropped=placed.dropped, moved=placed.moved,
                                orphaned=[r["filename"] for r in placed.orphaned])
     result.kept_edited = [] if force else [n for n in names if states.get(n) == "edited"]
     todo = list(names) if force else [n for n in names if states.get(n) not in ("current", "edited")]
     result.up_to_date = len(names) - len(todo) - len(result.kept_edited)
+    i = settings.interrogate
+    knobs = {"mode": i.mode, "min_length": i.min_length, "max_length": i.max_length, "num_beams": i.num_beams,
+             "no_repeat_ngram_size": i.no_repeat_ngram_size}
+    source = run.frames_dir.relative_to(run.root).as_posix()
+    units = [Unit(n, "caption", (f"{source}/{n}",), knobs, keys[n]) for n in todo]
+    return units, Table(names, times, keys, placed.rows, list(df.columns), seen, placed, result)
+
+
+def interrogate(run: RunFolder, settings: Settings, force: bool = False,
+                on_ready: Callable[[], None] | None = None, models: ModelCache | None = None,
+                backend: str | Backend = "local") -> InterrogateResult:
+    """Write the rows that are not current. models: a cache to take the models from (and leave them
+    in); by default they load here. backend: where the units run (a name, or a Backend)."""
+    from ..models.devices import check_device
+
+    run.require()
+    check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
+    todo, table = plan_units(run, settings, force)
+    result = table.result
     _report_placement(run, result)
     if not todo:
         if on_ready:
             on_ready()
-        if placed.changed:
-            _save_orphans(run, placed.orphaned)
-            _write(run, rows, names, columns)
+        if table.placed.changed:
+            _save_orphans(run, table.placed.orphaned)
+            _write(run, table.rows, table.names, table.columns)
         return result
+    from ..backends import backend_for
 
-    i = settings.interrogate
-    from ..models.cache import ModelCache
-
-    models = models or ModelCache()
-    captioner = models.captioner(settings)
-    interrogator = models.interrogator(settings) if i.mode != "caption" else None
+    runner = backend_for(backend, models)
+    runner.load("caption", settings)
     if on_ready:
         on_ready()
-    _save_orphans(run, placed.orphaned)  # before prompts.csv loses them
-    from PIL import Image
-
-    pending = todo
-    with progress_bar(total=len(todo), desc=f"interrogate ({i.mode})", unit="frame") as bar:
-        while pending:
-            batch, pending = pending[:i.batch_size], pending[i.batch_size:]
-            images = []
-            for n in batch:
-                with Image.open(run.frames_dir / n) as im:
-                    images.append(im.convert("RGB"))
-            captions = captioner.caption(images, min_length=i.min_length, max_length=i.max_length,
-                                         num_beams=i.num_beams, no_repeat_ngram_size=i.no_repeat_ngram_size)
-            if interrogator is None:
-                pairs = [(c, "") for c in captions]
-            else:
-                pairs = interrogator.interrogate(images, captions, i.mode)
-            theirs = _take_edits(run, seen, rows, columns, times)  # made while this batch ran: they win
-            result.edited_meanwhile += [n for n in theirs if n not in result.edited_meanwhile]
-            pending = [n for n in pending if n not in theirs]
-            for n, caption, (prompt, negative) in zip(batch, captions, pairs, strict=True):
-                if n in theirs:
-                    continue
-                row = rows.get(n, {})
-                row.update(filename=n, prompt=prompt, time=f"{times[n]:.6f}", caption=caption,
-                           negative_prompt=negative, settings_key=keys[n],
-                           text_hash=text_hash(prompt, negative))
-                rows[n] = row
-                result.done.append(n)
-            seen = _write(run, rows, names, columns)  # a killed run keeps every finished batch
-            bar.update(len(batch))
+    _save_orphans(run, table.placed.orphaned)  # before prompts.csv loses them
+    with progress_bar(total=len(todo), desc=f"interrogate ({settings.interrogate.mode})", unit="frame") as bar:
+        for done in runner.execute(run.root, todo, settings, wanted=table.wanted):
+            commit(run, table, done)  # a killed run keeps every finished batch
+            bar.update(len(done))
     if result.edited_meanwhile:
         result.done = [n for n in result.done if n not in result.edited_meanwhile]
         result.kept_edited += [n for n in result.edited_meanwhile if n not in result.kept_edited]
         say(f"kept {len(result.edited_meanwhile)} row(s) of {run.prompts_csv.name} edited by hand while "
             f"interrogate ran ({', '.join(result.edited_meanwhile[:5])})")
     return result
+
+
+def commit(run: RunFolder, table: Table, done: list[Done]) -> None:
+    """Write one batch's rows into prompts.csv; a row edited by hand since this command last read or
+    wrote the file wins over ours (and its frame is left out of later batches)."""
+    theirs = _take_edits(run, table.seen, table.rows, table.columns, table.times)
+    result = table.result
+    result.edited_meanwhile += [n for n in theirs if n not in result.edited_meanwhile]
+    for unit, (caption, prompt, negative) in done:
+        n = unit.name
+        if n in result.edited_meanwhile:
+            continue
+        row = table.rows.get(n, {})
+        row.update(filename=n, prompt=prompt, time=f"{table.times[n]:.6f}", caption=caption,
+                   negative_prompt=negative, settings_key=unit.key, text_hash=text_hash(prompt, negative))
+        table.rows[n] = row
+        result.done.append(n)
+    table.seen = _write(run, table.rows, table.names, table.columns)
 
 
 def _report_placement(run: RunFolder, result: InterrogateResult) -> None:

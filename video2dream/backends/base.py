@@ -1,0 +1,100 @@
+"""The backend interface: where units run. A backend loads (or reaches) the models, runs units in
+batches and yields their results as each batch finishes; it never writes into the run folder (the
+stage's commit does, in the process that holds the run folder's lock).
+
+A new backend is one module in this package: a Backend subclass with @register("NAME"); it is found
+by name (backends.get("NAME")), its module imported on first use.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..units import Unit
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..models.cache import ModelCache
+    from ..settings import Settings
+
+
+class Painted(NamedTuple):
+    """A paint unit's result: the picture, and the names its A1111 text gives (only the model knows them)."""
+    image: Image.Image
+    sampler: str
+    model: str
+
+
+class Caption(NamedTuple):
+    """A caption unit's result: the caption, and the prompt and negative prompt made from it
+    (in caption mode: the caption itself and "")."""
+    caption: str
+    prompt: str
+    negative_prompt: str
+
+
+Done = tuple[Unit, Any]  # a unit and its result (Painted or Caption)
+
+
+class Backend(ABC):
+    """Runs units. models: a cache to take models from (and leave them in), for backends in this process."""
+
+    name = ""
+
+    def __init__(self, models: ModelCache | None = None) -> None:
+        self.models = models
+
+    @abstractmethod
+    def load(self, kind: str, settings: Settings) -> None:
+        """Make ready what units of this kind need (load the models, reach the service). The stage
+        calls it before it writes anything: a failure here leaves the run folder as it was."""
+
+    def token_limits(self, units: list[Unit], settings: Settings) -> dict[str, tuple[str, str]]:
+        """For paint units: unit name -> (what the text encoders read, what their limit cuts off),
+        for the prompts that are cut. Empty when the backend cannot tell."""
+        return {}
+
+    @abstractmethod
+    def execute(self, root: Path, units: list[Unit], settings: Settings,
+                wanted: Callable[[Unit], bool] | None = None) -> Iterator[list[Done]]:
+        """Run units (their inputs are relative to root); yield each finished batch's results, in
+        order. settings name the models (and their device); the units carry everything else.
+        wanted(unit) is asked before a batch is formed: a unit no longer wanted (a row edited by
+        hand meanwhile) may be left out; a result yielded for it anyway is not committed."""
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    def add(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def get(name: str, models: ModelCache | None = None) -> Backend:
+    """The backend called name: registered, or the module video2dream.backends.<name> that registers it."""
+    import importlib
+
+    from ..errors import UserError
+
+    if name not in _REGISTRY and name.isidentifier():
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{name}":
+                raise
+    if name not in _REGISTRY:
+        raise UserError(f"unknown backend '{name}'; known: {', '.join(sorted(_REGISTRY)) or 'local'}")
+    return _REGISTRY[name](models)
+
+
+def backend_for(backend: str | Backend, models: ModelCache | None = None) -> Backend:
+    return backend if isinstance(backend, Backend) else get(backend, models)

@@ -1,0 +1,102 @@
+"""The local backend: this process, its GPU (or CPU), models loaded once per stage through the
+ModelCache, units run in batches of --batch-size (consecutive units that one model call can take)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..units import Unit
+from .base import Backend, Caption, Done, Painted, register
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+# Parameters a batch shares (one model call takes them once); the rest may differ per unit.
+SHARED = {"paint": ("width", "height", "steps", "guidance", "strength"),
+          "caption": ("min_length", "max_length", "num_beams", "no_repeat_ngram_size", "mode")}
+
+
+@register("local")
+class LocalBackend(Backend):
+    def __init__(self, models=None) -> None:
+        from ..models.cache import ModelCache
+
+        super().__init__(models or ModelCache())
+        self._loaded: dict[str, Any] = {}
+
+    def load(self, kind: str, settings: Settings) -> None:
+        if kind == "paint":
+            self._loaded["paint"] = self.models.painter(settings)
+        else:
+            captioner = self.models.captioner(settings)
+            interrogator = self.models.interrogator(settings) if settings.interrogate.mode != "caption" else None
+            self._loaded["caption"] = (captioner, interrogator)
+
+    def _get(self, kind: str, settings: Settings) -> Any:
+        if kind not in self._loaded:
+            self.load(kind, settings)
+        return self._loaded[kind]
+
+    def token_limits(self, units: list[Unit], settings: Settings) -> dict[str, tuple[str, str]]:
+        painter = self._get("paint", settings)
+        limits = {u.name: painter.token_limit(u.params["prompt"]) for u in units if u.kind == "paint"}
+        return {n: cut for n, cut in limits.items() if cut[1]}
+
+    def execute(self, root: Path, units: list[Unit], settings: Settings,
+                wanted: Callable[[Unit], bool] | None = None) -> Iterator[list[Done]]:
+        pending = list(units)
+        while pending:
+            if wanted is not None:
+                pending = [u for u in pending if wanted(u)]
+                if not pending:
+                    return
+            batch = _batch(pending, settings)
+            pending = pending[len(batch):]
+            run = self._paint if batch[0].kind == "paint" else self._caption
+            yield list(zip(batch, run(root, batch, settings), strict=True))
+
+    def _paint(self, root: Path, batch: list[Unit], settings: Settings) -> list[Painted]:
+        painter = self._get("paint", settings)
+        p = batch[0].params
+        init = _open(root, [u.inputs[0] for u in batch]) if p["strength"] else None
+        images = painter.paint([u.params["prompt"] for u in batch], [u.params["negative_prompt"] for u in batch],
+                               [u.params["seed"] for u in batch], p["width"], p["height"], p["steps"],
+                               p["guidance"], strength=p["strength"], init_images=init)
+        return [Painted(im, painter.sampler_name, painter.model_name) for im in images]
+
+    def _caption(self, root: Path, batch: list[Unit], settings: Settings) -> list[Caption]:
+        captioner, interrogator = self._get("caption", settings)
+        p = batch[0].params
+        images = _open(root, [u.inputs[0] for u in batch])
+        captions = captioner.caption(images, min_length=p["min_length"], max_length=p["max_length"],
+                                     num_beams=p["num_beams"], no_repeat_ngram_size=p["no_repeat_ngram_size"])
+        if p["mode"] == "caption" or interrogator is None:
+            pairs = [(c, "") for c in captions]
+        else:
+            pairs = interrogator.interrogate(images, captions, p["mode"])
+        return [Caption(c, prompt, negative) for c, (prompt, negative) in zip(captions, pairs, strict=True)]
+
+
+def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:
+    """The next batch: up to --batch-size units from the front that share the parameters of one call."""
+    first = pending[0]
+    size = settings.generate.batch_size if first.kind == "paint" else settings.interrogate.batch_size
+    shared = [first.params.get(k) for k in SHARED[first.kind]]
+    batch = []
+    for u in pending[:size]:
+        if u.kind != first.kind or [u.params.get(k) for k in SHARED[u.kind]] != shared:
+            break
+        batch.append(u)
+    return batch
+
+
+def _open(root: Path, names: list[str]) -> list:
+    from PIL import Image
+
+    images = []
+    for n in names:
+        with Image.open(root / n) as im:
+            images.append(im.convert("RGB"))
+    return images
