@@ -1,0 +1,160 @@
+"""One image's chain: play, resume or extend it step by step, stop at a fixed point, write its outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import media
+from ..errors import UserError
+from ..progress import progress_bar
+from ..runfolder import RunFolder
+from ..settings import Settings
+from .inputs import fit, load_image
+from .keys import _check_same_chain, _clear, chain_key, chain_outputs_key
+from .outputs import OUTPUTS, _write_csv, _write_outputs, thumbnails
+from .steps import Step, _commit_step, _paint_unit, _save_input, read_step, repeats, step_name
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..backends import Backend
+    from ..models.cache import ModelCache
+
+
+@dataclass
+class ChainResult:
+    folder: Path
+    last: int  # the chain's last step (as shown in chain.csv)
+    painted: int  # steps painted by this command
+    fixed_point: tuple[int, int] | None  # (step, the earlier step whose caption it repeats)
+    stopped: bool  # ended early at the fixed point
+    up_to_date: bool
+    truncated: int = 0  # prompts longer than SDXL's 77 tokens
+    thumbs: list[Image.Image] = field(default_factory=list, repr=False)  # each step, at most 256 px high
+    captions: list[str] = field(default_factory=list, repr=False)
+
+
+class Drift:
+    """CLIP features of a chain's pictures and captions, and the figures made from them."""
+
+    def __init__(self, clip) -> None:
+        self.clip = clip
+        self.images: list[Any] = []
+        self.texts: list[Any] = []
+
+    def add(self, images: list[Image.Image], captions: list[str]) -> None:
+        for start in range(0, len(images), 16):
+            self.images += list(self.clip.image_features(images[start:start + 16]).cpu())
+            self.texts += list(self.clip.text_features(captions[start:start + 16]).cpu())
+
+    def fill(self, rows: list[Step]) -> None:
+        for k, row in enumerate(rows):
+            row.clip_to_original = float(self.images[k] @ self.images[0])
+            if k:
+                row.clip_to_previous = float(self.images[k] @ self.images[k - 1])
+                row.caption_to_previous = float(self.texts[k] @ self.texts[k - 1])
+
+
+def run_chain(folder: RunFolder, source: Path, settings: Settings, models: ModelCache, force: bool = False,
+              on_ready: Callable[[], None] | None = None, backend: str | Backend = "local") -> ChainResult:
+    """Play (or resume, or extend) the chain of one image into folder; write its outputs. Each step
+    is painted as a paint unit on backend and committed like a dream."""
+    from ..models.sizes import generation_size
+
+    t, g, i = settings.telephone, settings.generate, settings.interrogate
+    original = load_image(source)
+    size = (g.width, g.height) if g.width and g.height else generation_size(*original.size, g.pixels)
+    key, parts = chain_key(settings, media.fingerprint(source), size)
+    _check_same_chain(folder, key, parts, force)
+    folder.check_links()  # an image's own folder in a folder's game is not locked on its own
+    if on_ready:
+        on_ready()
+    folder.ensure()
+    if force:
+        _clear(folder)
+    folder.remove_temporaries()
+    folder.write_record("telephone", {"key": key, "parts": parts, "input": str(source.resolve())})
+
+    # The finished steps on disk, in order, as long as they carry this chain's key.
+    rows: list[Step] = []
+    images: list[Image.Image] = []
+    while (row := read_step(folder.root / step_name(len(rows)), key, len(rows))) is not None:
+        try:
+            images.append(load_image(folder.root / row.image))
+        except UserError:
+            break
+        rows.append(row)
+    for k, row in enumerate(rows):
+        row.repeats_step = repeats([r.caption for r in rows[:k]], row.caption) if k else None
+    fixed = next(((r.step, r.repeats_step) for r in rows if r.repeats_step is not None), None)
+    target = min(t.steps, fixed[0]) if fixed and t.stop_at_fixed_point else t.steps
+
+    outputs_key = chain_outputs_key(key, target, settings, source.name)
+    done = folder.read_record("telephone-outputs") or {}
+    if (len(rows) > target and done.get("key") == outputs_key
+            and all((folder.root / n).is_file() for n in OUTPUTS)):
+        return ChainResult(folder.root, target, 0, fixed if fixed and fixed[0] <= target else None,
+                           bool(fixed and t.stop_at_fixed_point and fixed[0] <= target), True,
+                           thumbs=thumbnails(images[:target + 1]), captions=[r.caption for r in rows[:target + 1]])
+
+    def caption(im: Image.Image) -> str:
+        return models.captioner(settings).caption(
+            [im], min_length=i.min_length, max_length=i.max_length, num_beams=i.num_beams,
+            no_repeat_ngram_size=i.no_repeat_ngram_size)[0]
+
+    if not rows:
+        first = fit(original, size)
+        rows.append(Step(0, step_name(0), caption(first)))
+        _save_input(folder.root, first, rows[0], key)
+        images.append(first)
+    interrogator = models.interrogator(settings) if i.mode != "caption" and len(rows) <= target else None
+    drift = Drift(models.clip(settings))
+    drift.add(images, [r.caption for r in rows])
+    drift.fill(rows)
+    _write_csv(folder.root / "chain.csv", rows[:target + 1])
+
+    painted = truncated = 0
+    todo = max(0, target - (len(rows) - 1))
+    from ..backends import backend_for
+
+    runner = backend_for(backend, models)
+    if todo:
+        runner.load("paint", settings)
+    with progress_bar(total=todo, desc=f"telephone {source.name}", unit="step") as bar:
+        while len(rows) <= target:
+            k = len(rows)
+            prev, prev_caption = images[-1], rows[-1].caption  # img2img reads prev from its step PNG
+            if interrogator is None:
+                prompt, negative = prev_caption, ""
+            else:
+                prompt, negative = interrogator.interrogate([prev], [prev_caption], i.mode)[0]
+            unit = _paint_unit(settings, k, prompt, negative, size, key)
+            truncated += bool(runner.token_limits([unit], settings))
+            ((_, picture),) = next(runner.execute(folder.root, [unit], settings))
+            image = picture.image
+            row = Step(k, step_name(k), caption(image), prompt, unit.params["negative_prompt"], unit.params["seed"])
+            row.repeats_step = repeats([r.caption for r in rows], row.caption)
+            _commit_step(folder.root, unit, picture, row)
+            rows.append(row)
+            images.append(image)
+            drift.add([image], [row.caption])
+            drift.fill(rows)
+            _write_csv(folder.root / "chain.csv", rows)
+            painted += 1
+            bar.update(1)
+            if row.repeats_step is not None and fixed is None:
+                fixed = (k, row.repeats_step)
+                if t.stop_at_fixed_point:
+                    break
+    last = min(target, len(rows) - 1)
+    if fixed and t.stop_at_fixed_point:
+        last = min(last, fixed[0])
+    rows, images = rows[:last + 1], images[:last + 1]
+    _write_outputs(folder, rows, images, settings, source.name, fixed if fixed and fixed[0] <= last else None)
+    folder.write_record("telephone-outputs", {"key": outputs_key, "last": last})
+    shown_fixed = fixed if fixed and fixed[0] <= last else None
+    return ChainResult(folder.root, last, painted, shown_fixed, bool(shown_fixed and t.stop_at_fixed_point),
+                       False, truncated, thumbnails(images), [r.caption for r in rows])
