@@ -64,31 +64,11 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     is painted as a paint unit on backend and committed like a dream."""
     from ..models.sizes import generation_size
 
-    t, g, i = settings.telephone, settings.generate, settings.interrogate
+    t, g = settings.telephone, settings.generate
     original = load_image(source)
     size = (g.width, g.height) if g.width and g.height else generation_size(*original.size, g.pixels)
-    key, parts = chain_key(settings, media.fingerprint(source), size)
-    _check_same_chain(folder, key, parts, force)
-    folder.check_links()  # an image's own folder in a folder's game is not locked on its own
-    if on_ready:
-        on_ready()
-    folder.ensure()
-    if force:
-        _clear(folder)
-    folder.remove_temporaries()
-    folder.write_record("telephone", {"key": key, "parts": parts, "input": str(source.resolve())})
-
-    # The finished steps on disk, in order, as long as they carry this chain's key.
-    rows: list[Step] = []
-    images: list[Image.Image] = []
-    while (row := read_step(folder.root / step_name(len(rows)), key, len(rows))) is not None:
-        try:
-            images.append(load_image(folder.root / row.image))
-        except UserError:
-            break
-        rows.append(row)
-    for k, row in enumerate(rows):
-        row.repeats_step = repeats([r.caption for r in rows[:k]], row.caption) if k else None
+    key = _open_chain(folder, source, settings, size, force, on_ready)
+    rows, images = _finished_steps(folder, key)
     fixed = next(((r.step, r.repeats_step) for r in rows if r.repeats_step is not None), None)
     target = min(t.steps, fixed[0]) if fixed and t.stop_at_fixed_point else t.steps
 
@@ -100,42 +80,95 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
                            bool(fixed and t.stop_at_fixed_point and fixed[0] <= target), True,
                            thumbs=thumbnails(images[:target + 1]), captions=[r.caption for r in rows[:target + 1]])
 
-    def caption(im: Image.Image) -> str:
-        return models.captioner(settings).caption(
-            [im], min_length=i.min_length, max_length=i.max_length, num_beams=i.num_beams,
-            no_repeat_ngram_size=i.no_repeat_ngram_size)[0]
-
     if not rows:
-        first = fit(original, size)
-        rows.append(Step(0, step_name(0), caption(first)))
-        _save_input(folder.root, first, rows[0], key)
-        images.append(first)
-    interrogator = models.interrogator(settings) if i.mode != "caption" and len(rows) <= target else None
+        _first_step(folder, original, size, key, settings, models, rows, images)
+    interrogator = models.interrogator(settings) if settings.interrogate.mode != "caption" and len(rows) <= target \
+        else None
     drift = Drift(models.clip(settings))
     drift.add(images, [r.caption for r in rows])
     drift.fill(rows)
     _write_csv(folder.root / "chain.csv", rows[:target + 1])
+    painted, truncated, fixed = _paint_steps(folder, source.name, settings, models, backend, interrogator, drift,
+                                             (key, size, target), rows, images, fixed)
+    return _finish(folder, source.name, settings, rows, images, fixed, target, outputs_key, painted, truncated)
 
-    painted = truncated = 0
-    todo = max(0, target - (len(rows) - 1))
+
+def _open_chain(folder: RunFolder, source: Path, settings: Settings, size: tuple[int, int], force: bool,
+                on_ready: Callable[[], None] | None) -> str:
+    """The chain's key, once the folder may be written: same chain (or --force), settings saved,
+    leftovers of a killed command gone."""
+    key, parts = chain_key(settings, media.fingerprint(source), size)
+    _check_same_chain(folder, key, parts, force)
+    folder.check_links()  # an image's own folder in a folder's game is not locked on its own
+    if on_ready:
+        on_ready()
+    folder.ensure()
+    if force:
+        _clear(folder)
+    folder.remove_temporaries()
+    folder.write_record("telephone", {"key": key, "parts": parts, "input": str(source.resolve())})
+    return key
+
+
+def _finished_steps(folder: RunFolder, key: str) -> tuple[list[Step], list[Image.Image]]:
+    """The finished steps on disk, in order, as long as they carry this chain's key; each marked
+    with the earlier step its caption repeats."""
+    rows: list[Step] = []
+    images: list[Image.Image] = []
+    while (row := read_step(folder.root / step_name(len(rows)), key, len(rows))) is not None:
+        try:
+            images.append(load_image(folder.root / row.image))
+        except UserError:
+            break
+        rows.append(row)
+    for k, row in enumerate(rows):
+        row.repeats_step = repeats([r.caption for r in rows[:k]], row.caption) if k else None
+    return rows, images
+
+
+def _caption(models: ModelCache, settings: Settings, im: Image.Image) -> str:
+    i = settings.interrogate
+    return models.captioner(settings).caption(
+        [im], min_length=i.min_length, max_length=i.max_length, num_beams=i.num_beams,
+        no_repeat_ngram_size=i.no_repeat_ngram_size)[0]
+
+
+def _first_step(folder: RunFolder, original: Image.Image, size: tuple[int, int], key: str, settings: Settings,
+                models: ModelCache, rows: list[Step], images: list[Image.Image]) -> None:
+    """Step 0: the input fitted to the dream size, and its caption."""
+    first = fit(original, size)
+    rows.append(Step(0, step_name(0), _caption(models, settings, first)))
+    _save_input(folder.root, first, rows[0], key)
+    images.append(first)
+
+
+def _paint_steps(folder: RunFolder, name: str, settings: Settings, models: ModelCache, backend: str | Backend,
+                 interrogator: Any, drift: Drift, chain: tuple[str, tuple[int, int], int], rows: list[Step],
+                 images: list[Image.Image], fixed: tuple[int, int] | None
+                 ) -> tuple[int, int, tuple[int, int] | None]:
+    """Paint, caption and commit steps up to the target (or the fixed point): (painted, truncated, fixed)."""
     from ..backends import backend_for
 
+    key, size, target = chain
+    painted = truncated = 0
+    todo = max(0, target - (len(rows) - 1))
     runner = backend_for(backend, models)
     if todo:
         runner.load("paint", settings)
-    with progress_bar(total=todo, desc=f"telephone {source.name}", unit="step") as bar:
+    with progress_bar(total=todo, desc=f"telephone {name}", unit="step") as bar:
         while len(rows) <= target:
             k = len(rows)
             prev, prev_caption = images[-1], rows[-1].caption  # img2img reads prev from its step PNG
             if interrogator is None:
                 prompt, negative = prev_caption, ""
             else:
-                prompt, negative = interrogator.interrogate([prev], [prev_caption], i.mode)[0]
+                prompt, negative = interrogator.interrogate([prev], [prev_caption], settings.interrogate.mode)[0]
             unit = _paint_unit(settings, k, prompt, negative, size, key)
             truncated += bool(runner.token_limits([unit], settings))
             ((_, picture),) = next(runner.execute(folder.root, [unit], settings))
             image = picture.image
-            row = Step(k, step_name(k), caption(image), prompt, unit.params["negative_prompt"], unit.params["seed"])
+            row = Step(k, step_name(k), _caption(models, settings, image), prompt, unit.params["negative_prompt"],
+                       unit.params["seed"])
             row.repeats_step = repeats([r.caption for r in rows], row.caption)
             _commit_step(folder.root, unit, picture, row)
             rows.append(row)
@@ -147,13 +180,20 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
             bar.update(1)
             if row.repeats_step is not None and fixed is None:
                 fixed = (k, row.repeats_step)
-                if t.stop_at_fixed_point:
+                if settings.telephone.stop_at_fixed_point:
                     break
+    return painted, truncated, fixed
+
+
+def _finish(folder: RunFolder, name: str, settings: Settings, rows: list[Step], images: list[Image.Image],
+            fixed: tuple[int, int] | None, target: int, outputs_key: str, painted: int, truncated: int) -> ChainResult:
+    """Write the chain's outputs up to its last step (the target, or the fixed point) and say what was done."""
+    t = settings.telephone
     last = min(target, len(rows) - 1)
     if fixed and t.stop_at_fixed_point:
         last = min(last, fixed[0])
     rows, images = rows[:last + 1], images[:last + 1]
-    _write_outputs(folder, rows, images, settings, source.name, fixed if fixed and fixed[0] <= last else None)
+    _write_outputs(folder, rows, images, settings, name, fixed if fixed and fixed[0] <= last else None)
     folder.write_record("telephone-outputs", {"key": outputs_key, "last": last})
     shown_fixed = fixed if fixed and fixed[0] <= last else None
     return ChainResult(folder.root, last, painted, shown_fixed, bool(shown_fixed and t.stop_at_fixed_point),
