@@ -414,7 +414,6 @@ def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
         return 1
 
 
-
 def _known_error(e: Exception) -> str | None:
     """Errors of the libraries with one cause the user can act on, as that line."""
     detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
