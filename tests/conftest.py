@@ -83,6 +83,15 @@ def cli(*args: str | Path) -> int:
     return 0
 
 
+def one_line_error(code: int, err: str, *words: str) -> None:
+    """The CLI's failure: exit 1 and one `video2dream: error:` line holding every word."""
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("video2dream: error:"), err
+    for w in words:
+        assert w in err, err
+
+
 def snapshot(path: Path) -> dict[str, bytes]:
     """Every file and folder under path (hidden ones too), or path itself, with its bytes."""
     if path.is_file():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, make_clip, run_ffmpeg, snapshot
+from conftest import cli, make_clip, one_line_error, run_ffmpeg, snapshot
 from PIL import Image
 
 from video2dream import media
@@ -43,13 +43,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def err_of(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err
 
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("video2dream: error:"), err
-    for w in words:
-        assert w in err, err
 
 
 def first_pixel(video: Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, cli, make_clip, snapshot
+from conftest import ROOT, cli, make_clip, one_line_error, snapshot
 from PIL import Image
 
 from video2dream.settings import PRESETS_DIR, resolve
@@ -31,13 +31,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def saved(run: Path) -> dict:
     return yaml.safe_load((run / "settings.yaml").read_text(encoding="utf-8"))
 
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("video2dream: error:"), err
-    for w in words:
-        assert w in err, err
 
 
 # -- presets -----------------------------------------------------------------------------------------
