@@ -36,7 +36,7 @@ def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> N
     from .models.devices import free_memory
     from .stages.interrogate import interrogate
 
-    r = interrogate(run, settings, force=force, on_ready=_saver(run, settings))
+    r = interrogate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     say(f"interrogate: {len(r.done)} row(s) written, {r.up_to_date} up to date, "
         f"{len(r.kept_edited)} hand-edited kept -> {run.prompts_csv}")
@@ -46,7 +46,7 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
     from .models.devices import free_memory
     from .stages.generate import generate
 
-    r = generate(run, settings, force=force, on_ready=_saver(run, settings))
+    r = generate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     say(f"generate: {len(r.painted)} dream(s) painted at {r.width}x{r.height}, "
         f"{r.up_to_date} up to date -> {run.dreams_dir}")
@@ -93,7 +93,7 @@ def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: b
 
     settings = chain_settings(settings)
     _check_before_saving(settings)
-    r = telephone(video, run, settings, force=force, on_ready=_saver(run, settings))
+    r = telephone(video, run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     for line in r.summary():
         say(line)

@@ -145,6 +145,10 @@ class TelephoneSettings:
 class Settings:
     device: str = setting("auto", SPEED)
     dtype: str = setting("auto", KEY)  # in generate's and the chain's keys
+    # where model units run (video2dream.backends: local, ray, replicate); a backend whose results
+    # differ from local's (a remote service) adds its own part to their keys
+    backend: str = setting("local", SPEED)
+    workers: int | None = setting(None, SPEED)  # a backend's parallel workers (None: its own choice)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     interrogate: InterrogateSettings = field(default_factory=InterrogateSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
@@ -156,7 +160,7 @@ class Settings:
 
 
 SECTIONS = ("extract", "interrogate", "generate", "assemble", "telephone")
-TOP_LEVEL = ("device", "dtype")
+TOP_LEVEL = ("device", "dtype", "backend", "workers")
 
 
 def stable_hash(*parts: Any, length: int = 16) -> str:
@@ -403,6 +407,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("telephone.steps", _within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
     ("telephone.hold", lambda v: 0 < v <= 3600, "a positive number of seconds, at most 3600"),
     ("telephone.strip_height", _within(64, 4096), "a whole number of pixels from 64 to 4096"),
+    ("workers", _within(1, 1024, none_ok=True), "a whole number from 1 to 1024 (or none: the backend's choice)"),
 ]
 
 
@@ -444,6 +449,8 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"), "device",
            f"'{s.device}' is unknown: choose from auto, cpu, cuda, cuda:N, mps", origins=o)
     _one_of(s.dtype, "dtype", DTYPES, o)
+    _check(isinstance(s.backend, str) and s.backend.isidentifier(), "backend",
+           f"'{s.backend}' is not a backend's name", "e.g. local", origins=o)
 
 
 INTERROGATE_MODES = ("best", "classic", "fast", "negative", "caption")

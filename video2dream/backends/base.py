@@ -83,7 +83,7 @@ def get(name: str, models: ModelCache | None = None) -> Backend:
     """The backend called name: registered, or the module video2dream.backends.<name> that registers it."""
     import importlib
 
-    from ..errors import UserError
+    from ..errors import SettingError
 
     if name not in _REGISTRY and name.isidentifier():
         try:
@@ -92,7 +92,7 @@ def get(name: str, models: ModelCache | None = None) -> Backend:
             if e.name != f"{__package__}.{name}":
                 raise
     if name not in _REGISTRY:
-        raise UserError(f"unknown backend '{name}'; known: {', '.join(sorted(_REGISTRY)) or 'local'}")
+        raise SettingError("backend", f"'{name}' is unknown", f"choose from {', '.join(sorted(_REGISTRY)) or 'local'}")
     return _REGISTRY[name](models)
 
 
