@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, make_clip, snapshot
+from PIL import Image
 
 from video2dream import backends
 from video2dream.backends.local import LocalBackend
@@ -107,12 +108,14 @@ def test_plan_loads_no_model(base: Path, tmp_path: Path, monkeypatch: pytest.Mon
 class RecordingBackend(LocalBackend):
     """A second backend, defined only here: the local one, noting every batch it is given."""
 
-    batches: list[list[str]] = []
+    batches: list[list[str]] = []  # paint and caption batches, by unit name
+    kinds: list[str] = []  # each batch's kind
 
     def execute(self, root: Path, units: list[Unit], settings, wanted: Callable[[Unit], bool] | None = None
                 ) -> Iterator[list]:
         for done in super().execute(root, units, settings, wanted):
             RecordingBackend.batches.append([u.name for u, _ in done])
+            RecordingBackend.kinds.append(done[0][0].kind)
             yield done
 
 
@@ -122,6 +125,7 @@ def test_another_backend_plugs_in_by_name_and_makes_the_same_dreams(base: Path, 
     settings = resolve(run.saved_settings())
     before = dreams(run), run.prompts_csv.read_bytes()
     RecordingBackend.batches.clear()
+    RecordingBackend.kinds.clear()
     interrogate.interrogate(run, settings, force=True, backend="recording")
     r = generate.generate(run, settings, force=True, backend="recording")
     assert RecordingBackend.batches == [["000001.png", "000002.png"], ["000003.png"]] * 2
@@ -166,14 +170,35 @@ def test_the_telephone_paints_its_steps_as_units_on_the_backend(base: Path, tmp_
     local = RunFolder(tmp_path / "local")
     telephone(image, local, settings)
     RecordingBackend.batches.clear()
+    RecordingBackend.kinds.clear()
     recorded = RunFolder(tmp_path / "recorded")
     telephone(image, recorded, settings, backend="recording")
-    assert RecordingBackend.batches == [["step_001.png"], ["step_002.png"]]
+    by_kind = {kind: [b for b, k in zip(RecordingBackend.batches, RecordingBackend.kinds, strict=True) if k == kind]
+               for kind in ("paint", "caption")}
+    assert by_kind["paint"] == [["step_001.png"], ["step_002.png"]]
+    assert by_kind["caption"] == [["step_000.png"], ["step_001.png"], ["step_002.png"]]  # each step's own PNG
     steps = ["step_000.png", "step_001.png", "step_002.png"]
     assert [(local.root / n).read_bytes() for n in steps] == [(recorded.root / n).read_bytes() for n in steps]
     p = parse_parameters(read_parameters(local.root / "step_002.png"))
     assert (p["Seed"], p["Telephone step"], p["Denoising strength"]) == ("9", "2", "0.6")
     assert p["negative_prompt"] == "blurry"
+
+    # killed between a step's two commits: painted, not captioned. The next command captions it
+    # (a caption unit on its PNG) and paints nothing again; the files end as an unbroken chain's.
+    from video2dream.pngmeta import read_png_text, save_png
+    from video2dream.telephone.steps import CHUNK
+
+    whole = {n: (recorded.root / n).read_bytes() for n in steps}
+    last = recorded.root / "step_002.png"
+    row = json.loads(read_png_text(last)[CHUNK])
+    with Image.open(last) as im:
+        save_png(im.convert("RGB"), last, read_parameters(last), {CHUNK: json.dumps({**row, "caption": None})})
+    (recorded.root / "chain.csv").unlink()
+    RecordingBackend.batches.clear()
+    RecordingBackend.kinds.clear()
+    telephone(image, recorded, settings, backend="recording")
+    assert list(zip(RecordingBackend.kinds, RecordingBackend.batches, strict=True)) == [("caption", ["step_002.png"])]
+    assert {n: (recorded.root / n).read_bytes() for n in steps} == whole
 
 
 def test_a_sigterm_is_not_taken_for_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

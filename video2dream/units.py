@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .tables import FRAME_NAME
 
 if TYPE_CHECKING:
-    from .settings import GenerateSettings
+    from .settings import GenerateSettings, InterrogateSettings
 
 KINDS = ("caption", "paint")
 STEP_NAME = re.compile(r"step_[0-9]{3,}\.png")  # a telephone chain's step picture
@@ -58,6 +58,12 @@ class Unit:
     def from_json(cls, data: dict[str, Any]) -> Unit:
         return cls(data["name"], data["kind"], tuple(data.get("inputs", ())), dict(data.get("params", {})),
                    data.get("key", ""))
+
+
+def caption_params(i: InterrogateSettings) -> dict[str, Any]:
+    """A caption unit's parameters: the captioner's knobs and the mode (caption: BLIP alone)."""
+    return {"mode": i.mode, "min_length": i.min_length, "max_length": i.max_length, "num_beams": i.num_beams,
+            "no_repeat_ngram_size": i.no_repeat_ngram_size}
 
 
 def paint_params(prompt: str, negative_prompt: str, seed: int, size: tuple[int, int], steps: int,

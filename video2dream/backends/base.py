@@ -92,7 +92,7 @@ def get(name: str, models: ModelCache | None = None) -> Backend:
             if e.name != f"{__package__}.{name}":
                 raise
     if name not in _REGISTRY:
-        raise SettingError("backend", f"'{name}' is unknown", f"choose from {', '.join(sorted(_REGISTRY)) or 'local'}")
+        raise SettingError("backend", f"unknown {{backend}} '{name}'; known: {', '.join(sorted(_REGISTRY)) or 'local'}")
     return _REGISTRY[name](models)
 
 

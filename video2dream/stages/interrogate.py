@@ -32,7 +32,7 @@ from ..tables import (
     same_moment,
     write_csv,
 )
-from ..units import Unit
+from ..units import Unit, caption_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,9 +187,7 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple
     result.kept_edited = [] if force else [n for n in names if states.get(n) == "edited"]
     todo = list(names) if force else [n for n in names if states.get(n) not in ("current", "edited")]
     result.up_to_date = len(names) - len(todo) - len(result.kept_edited)
-    i = settings.interrogate
-    knobs = {"mode": i.mode, "min_length": i.min_length, "max_length": i.max_length, "num_beams": i.num_beams,
-             "no_repeat_ngram_size": i.no_repeat_ngram_size}
+    knobs = caption_params(settings.interrogate)
     source = run.frames_dir.relative_to(run.root).as_posix()
     units = [Unit(n, "caption", (f"{source}/{n}",), knobs, keys[n]) for n in todo]
     return units, Table(names, times, keys, placed.rows, list(df.columns), seen, placed, result)

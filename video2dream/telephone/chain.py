@@ -15,7 +15,7 @@ from ..settings import Settings
 from .inputs import fit, load_image
 from .keys import _check_same_chain, _clear, chain_key, chain_outputs_key
 from .outputs import OUTPUTS, _write_csv, _write_outputs, thumbnails
-from .steps import Step, _commit_step, _paint_unit, _save_input, read_step, repeats, step_name
+from .steps import Step, _paint_unit, caption_unit, read_step, repeats, save_step, step_name
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -61,7 +61,8 @@ class Drift:
 def run_chain(folder: RunFolder, source: Path, settings: Settings, models: ModelCache, force: bool = False,
               on_ready: Callable[[], None] | None = None, backend: str | Backend = "local") -> ChainResult:
     """Play (or resume, or extend) the chain of one image into folder; write its outputs. Each step
-    is painted as a paint unit on backend and committed like a dream."""
+    is painted as a paint unit and captioned as a caption unit on backend, and committed like a dream."""
+    from ..backends import backend_for
     from ..models.sizes import generation_size
 
     t, g = settings.telephone, settings.generate
@@ -74,22 +75,25 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
 
     outputs_key = chain_outputs_key(key, target, settings, source.name)
     done = folder.read_record("telephone-outputs") or {}
-    if (len(rows) > target and done.get("key") == outputs_key
+    if (len(rows) > target and rows[target].caption is not None and done.get("key") == outputs_key
             and all((folder.root / n).is_file() for n in OUTPUTS)):
         return ChainResult(folder.root, target, 0, fixed if fixed and fixed[0] <= target else None,
                            bool(fixed and t.stop_at_fixed_point and fixed[0] <= target), True,
                            thumbs=thumbnails(images[:target + 1]), captions=[r.caption for r in rows[:target + 1]])
 
+    runner = backend_for(backend, models)
     if not rows:
-        _first_step(folder, original, size, key, settings, models, rows, images)
-    interrogator = models.interrogator(settings) if settings.interrogate.mode != "caption" and len(rows) <= target \
-        else None
+        _first_step(folder, original, size, key, rows, images)
+    pending = _settle(folder, runner, settings, key, rows, images) if rows[-1].caption is None else None
+    if pending and rows[-1].repeats_step is not None and fixed is None:
+        fixed = (rows[-1].step, rows[-1].repeats_step)
+        target = min(t.steps, fixed[0]) if t.stop_at_fixed_point else target
     drift = Drift(models.clip(settings))
     drift.add(images, [r.caption for r in rows])
     drift.fill(rows)
     _write_csv(folder.root / "chain.csv", rows[:target + 1])
-    painted, truncated, fixed = _paint_steps(folder, source.name, settings, models, backend, interrogator, drift,
-                                             (key, size, target), rows, images, fixed)
+    painted, truncated, fixed = _paint_steps(folder, source.name, settings, runner, drift, (key, size, target),
+                                             rows, images, fixed, pending)
     return _finish(folder, source.name, settings, rows, images, fixed, target, outputs_key, painted, truncated)
 
 
@@ -111,69 +115,81 @@ def _open_chain(folder: RunFolder, source: Path, settings: Settings, size: tuple
 
 
 def _finished_steps(folder: RunFolder, key: str) -> tuple[list[Step], list[Image.Image]]:
-    """The finished steps on disk, in order, as long as they carry this chain's key; each marked
-    with the earlier step its caption repeats."""
+    """The steps on disk, in order, as long as they carry this chain's key (the last one may still
+    be uncaptioned); each captioned one marked with the earlier step its caption repeats."""
     rows: list[Step] = []
     images: list[Image.Image] = []
-    while (row := read_step(folder.root / step_name(len(rows)), key, len(rows))) is not None:
+    while (not rows or rows[-1].caption is not None) and (
+            row := read_step(folder.root / step_name(len(rows)), key, len(rows))) is not None:
         try:
             images.append(load_image(folder.root / row.image))
         except UserError:
             break
         rows.append(row)
     for k, row in enumerate(rows):
-        row.repeats_step = repeats([r.caption for r in rows[:k]], row.caption) if k else None
+        if k and row.caption is not None:
+            row.repeats_step = repeats([r.caption for r in rows[:k]], row.caption)
     return rows, images
 
 
-def _caption(models: ModelCache, settings: Settings, im: Image.Image) -> str:
-    i = settings.interrogate
-    return models.captioner(settings).caption(
-        [im], min_length=i.min_length, max_length=i.max_length, num_beams=i.num_beams,
-        no_repeat_ngram_size=i.no_repeat_ngram_size)[0]
-
-
-def _first_step(folder: RunFolder, original: Image.Image, size: tuple[int, int], key: str, settings: Settings,
-                models: ModelCache, rows: list[Step], images: list[Image.Image]) -> None:
-    """Step 0: the input fitted to the dream size, and its caption."""
+def _first_step(folder: RunFolder, original: Image.Image, size: tuple[int, int], key: str,
+                rows: list[Step], images: list[Image.Image]) -> None:
+    """Step 0: the input fitted to the dream size (its caption unit comes next)."""
     first = fit(original, size)
-    rows.append(Step(0, step_name(0), _caption(models, settings, first)))
-    _save_input(folder.root, first, rows[0], key)
+    rows.append(Step(0, step_name(0), None))
+    save_step(folder.root, first, rows[0], key, None)
     images.append(first)
 
 
-def _paint_steps(folder: RunFolder, name: str, settings: Settings, models: ModelCache, backend: str | Backend,
-                 interrogator: Any, drift: Drift, chain: tuple[str, tuple[int, int], int], rows: list[Step],
-                 images: list[Image.Image], fixed: tuple[int, int] | None
+def _settle(folder: RunFolder, runner: Backend, settings: Settings, key: str, rows: list[Step],
+            images: list[Image.Image]) -> tuple[str, str]:
+    """Caption the last step (a caption unit on its committed PNG) and commit it again with its
+    caption; the next step's prompt and negative prompt."""
+    from ..pngmeta import read_parameters
+
+    row = rows[-1]
+    ((_, made),) = next(runner.execute(folder.root, [caption_unit(settings, row, key)], settings))
+    row.caption = made.caption
+    if row.step:
+        row.repeats_step = repeats([r.caption for r in rows[:-1]], row.caption)
+    save_step(folder.root, images[-1], row, key, read_parameters(folder.root / row.image) if row.step else None)
+    return made.prompt, made.negative_prompt
+
+
+def _next_prompt(folder: RunFolder, runner: Backend, settings: Settings, key: str, row: Step) -> tuple[str, str]:
+    """The prompt a step made in an earlier command leads to: its caption (caption mode), or what
+    its caption unit makes of it again."""
+    if settings.interrogate.mode == "caption":
+        return row.caption or "", ""
+    ((_, made),) = next(runner.execute(folder.root, [caption_unit(settings, row, key)], settings))
+    return made.prompt, made.negative_prompt
+
+
+def _paint_steps(folder: RunFolder, name: str, settings: Settings, runner: Backend, drift: Drift,
+                 chain: tuple[str, tuple[int, int], int], rows: list[Step], images: list[Image.Image],
+                 fixed: tuple[int, int] | None, pending: tuple[str, str] | None
                  ) -> tuple[int, int, tuple[int, int] | None]:
     """Paint, caption and commit steps up to the target (or the fixed point): (painted, truncated, fixed)."""
-    from ..backends import backend_for
+    from ..stages.generate import a1111_text
 
     key, size, target = chain
     painted = truncated = 0
     todo = max(0, target - (len(rows) - 1))
-    runner = backend_for(backend, models)
     if todo:
         runner.load("paint", settings)
     with progress_bar(total=todo, desc=f"telephone {name}", unit="step") as bar:
         while len(rows) <= target:
             k = len(rows)
-            prev, prev_caption = images[-1], rows[-1].caption  # img2img reads prev from its step PNG
-            if interrogator is None:
-                prompt, negative = prev_caption, ""
-            else:
-                prompt, negative = interrogator.interrogate([prev], [prev_caption], settings.interrogate.mode)[0]
+            prompt, negative = pending or _next_prompt(folder, runner, settings, key, rows[-1])
             unit = _paint_unit(settings, k, prompt, negative, size, key)
             truncated += bool(runner.token_limits([unit], settings))
             ((_, picture),) = next(runner.execute(folder.root, [unit], settings))
-            image = picture.image
-            row = Step(k, step_name(k), _caption(models, settings, image), prompt, unit.params["negative_prompt"],
-                       unit.params["seed"])
-            row.repeats_step = repeats([r.caption for r in rows], row.caption)
-            _commit_step(folder.root, unit, picture, row)
+            row = Step(k, step_name(k), None, prompt, unit.params["negative_prompt"], unit.params["seed"])
+            save_step(folder.root, picture.image, row, key, a1111_text(unit.params, picture))
             rows.append(row)
-            images.append(image)
-            drift.add([image], [row.caption])
+            images.append(picture.image)
+            pending = _settle(folder, runner, settings, key, rows, images)
+            drift.add([picture.image], [row.caption])
             drift.fill(rows)
             _write_csv(folder.root / "chain.csv", rows)
             painted += 1

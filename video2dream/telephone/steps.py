@@ -1,5 +1,9 @@
 """One step of a chain: its row (caption, prompt, seed), its name and seed, and its PNG (step 0: the
-input as the chain saw it; step k: a paint unit, committed with the generate stage's A1111 writer)."""
+input as the chain saw it; step k: a paint unit, committed with the generate stage's A1111 writer).
+
+A step's PNG is committed twice: once painted, its caption still to come (caption null in its row),
+then with the caption its caption unit made from that PNG. A step left uncaptioned by a killed
+command is captioned by the next one, never painted again."""
 
 from __future__ import annotations
 
@@ -15,8 +19,6 @@ from ..units import Unit
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..backends import Painted
-
 CHUNK = "video2dream-telephone"  # a step PNG's row and the chain key, as JSON
 
 
@@ -24,7 +26,7 @@ CHUNK = "video2dream-telephone"  # a step PNG's row and the chain key, as JSON
 class Step:
     step: int
     image: str
-    caption: str
+    caption: str | None  # None: painted, not captioned yet
     prompt: str = ""
     negative_prompt: str = ""
     seed: int | None = None
@@ -69,20 +71,34 @@ def read_step(path: Path, key: str, k: int) -> Step | None:
         return None
     if not isinstance(data, dict) or data.get("key") != key or data.get("step") != k:
         return None
-    return Step(k, path.name, str(data.get("caption", "")), str(data.get("prompt", "")),
+    caption = data.get("caption", "")
+    return Step(k, path.name, None if caption is None else str(caption), str(data.get("prompt", "")),
                 str(data.get("negative_prompt", "")), data.get("seed"))
 
 
-def _save_input(root: Path, image: Image.Image, row: Step, key: str) -> None:
-    """Step 0: the input as the chain saw it; nothing was painted, so no A1111 parameters."""
+def save_step(root: Path, image: Image.Image, row: Step, key: str, parameters: str | None) -> None:
+    """Write a step's PNG with its row and the chain's key, atomically. parameters: its A1111 text
+    (the generate stage's); None for step 0, the input as the chain saw it (nothing was painted)."""
     from PIL.PngImagePlugin import PngInfo
 
+    from ..pngmeta import save_png
     from ..runfolder import atomic_path
 
+    if parameters is not None:
+        save_png(image, root / row.image, parameters, {CHUNK: row.chunk(key)})
+        return
     info = PngInfo()
     info.add_itxt(CHUNK, row.chunk(key))
     with atomic_path(root / row.image) as tmp:
         image.save(tmp, format="PNG", pnginfo=info, compress_level=4)
+
+
+def caption_unit(settings: Settings, row: Step, key: str) -> Unit:
+    """Step k's caption unit: its own PNG, captioned with the chain's interrogate settings (whose
+    mode is the telephone's); its prompt and negative prompt are the next step's."""
+    from ..units import caption_params
+
+    return Unit(row.image, "caption", (row.image,), caption_params(settings.interrogate), key)
 
 
 def _paint_unit(settings: Settings, k: int, prompt: str, negative: str, size: tuple[int, int], key: str) -> Unit:
@@ -95,10 +111,3 @@ def _paint_unit(settings: Settings, k: int, prompt: str, negative: str, size: tu
                           g.strength, g.lora, leading={"Telephone step": k})
     return Unit(step_name(k), "paint", (step_name(k - 1),) if g.strength else (), params, key)
 
-
-def _commit_step(root: Path, unit: Unit, painted: Painted, row: Step) -> None:
-    """Write step k's PNG: the generate stage's A1111 text, and the chain's row and key."""
-    from ..pngmeta import save_png
-    from ..stages.generate import a1111_text
-
-    save_png(painted.image, root / unit.name, a1111_text(unit.params, painted), {CHUNK: row.chunk(unit.key)})
