@@ -44,7 +44,8 @@ class Prediction:
                 "input": {k: v for k, v in self.input.items() if k != "image"}, "output": self.output,
                 "error": self.error, "logs": "", "metrics": {}, "created_at": "2026-01-01T00:00:00Z",
                 "started_at": None, "completed_at": None,
-                "urls": {"get": f"{base}/v1/predictions/{self.id}", "cancel": f"{base}/v1/predictions/{self.id}/cancel"}}
+                "urls": {"get": f"{base}/v1/predictions/{self.id}",
+                         "cancel": f"{base}/v1/predictions/{self.id}/cancel"}}
 
 
 @dataclass
@@ -61,6 +62,7 @@ class FakeReplicate:
     predictions: dict[str, Prediction] = field(default_factory=dict)
     created: Counter = field(default_factory=Counter)  # input's fingerprint -> predictions created
     cancels: list[str] = field(default_factory=list)
+    posts: list[str] = field(default_factory=list)  # the paths predictions were created at
     throttled: int = 0
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,6 +78,7 @@ class FakeReplicate:
             return 422, {"title": "Invalid version", "detail": "The specified version does not exist (or perhaps "
                          "you don't have permission to use it?)", "status": 422}
         name, kind = self.versions[version]
+        self.posts.append(f"/v1/models/{model}/predictions" if model else "/v1/predictions")
         p = Prediction(f"p{next(self._ids):05d}", name, version, kind, inputs)
         self.predictions[p.id] = p
         self.created[fingerprint(kind, inputs)] += 1
@@ -230,6 +233,12 @@ class Server:
         self.fake.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def reset(self) -> FakeReplicate:
+        """A fresh state (no predictions, no knobs) at the same address."""
+        self.fake = FakeReplicate(url=self.fake.url)
+        self.httpd.fake = self.fake  # type: ignore[attr-defined]
+        return self.fake
 
     @property
     def url(self) -> str:

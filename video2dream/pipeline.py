@@ -103,6 +103,10 @@ def _check_before_saving(settings: Settings) -> None:
     """telephone and run save their settings before their models load (extract comes first; a
     finished chain loads none): check first what can be checked without them, so that no such
     value is saved."""
+    from .backends import key_part
+
+    if key_part(settings.backend, "paint", settings):
+        return  # a remote service's models: no device, scheduler or LoRA of this machine's
     from .models.devices import check_device
     from .models.painter import _check_lora, _scheduler_class
 

@@ -54,6 +54,10 @@ class Refused(Exception):
     """The service's content filter refused a unit: its frame is marked, the others go on."""
 
 
+class Gone(Exception):
+    """A collected prediction's output is no longer kept by the service (after about an hour)."""
+
+
 class Stopped(Exception):
     """The command is stopping (Ctrl-C, an error elsewhere): stop waiting; the prediction stays journaled."""
 
@@ -81,8 +85,9 @@ class ReplicateBackend(Backend):
     # -- before anything is written ------------------------------------------------------------
 
     def before(self, root: Path, units: list[Unit], settings: Settings, later: int = 0) -> None:
-        self._connect()
         _check_supported(units, settings)
+        for kind in sorted({u.kind for u in units} | ({"paint"} if later else set())):
+            self.load(kind, settings)  # the token and the models, before a word about the cost
         known = Journal(root).read()
         collect = sum((u.name, u.key) in known for u in units)
         new = len(units) - collect
@@ -153,7 +158,7 @@ class ReplicateBackend(Backend):
         running: dict[Future, Unit] = {}
         failures: list[UserError] = []
         refused: list[tuple[Unit, str]] = []
-        made: list[str] = []
+        made: list[tuple[str, str]] = []
         self._stop.clear()
         pool = ThreadPoolExecutor(max_workers=settings.workers or WORKERS, thread_name_prefix="replicate")
         try:
@@ -169,15 +174,16 @@ class ReplicateBackend(Backend):
                 for f in finished:
                     u = running.pop(f)
                     try:
-                        result = f.result()
+                        result, prediction_id = f.result()
                     except Refused as e:
                         refused.append((u, str(e)))
                         continue
                     except UserError as e:
                         failures.append(e)
                         continue
-                    made.append(u.name)
+                    made.append((u.name, u.kind))
                     yield [(u, result)]
+                    journal.used(u, prediction_id)  # a later --force (or a lost dream) makes a new one
         finally:
             self._stop.set()  # threads still waiting stop now; their predictions stay journaled
             pool.shutdown(wait=True, cancel_futures=True)
@@ -191,16 +197,31 @@ class ReplicateBackend(Backend):
                             "command again")
 
     def _one(self, client: Any, root: Path, u: Unit, settings: Settings, journal: Journal,
-             known_id: str | None) -> Any:
-        """One unit: collect its journaled prediction, or create one (journaled before the wait)."""
-        ref = model_ref(u.kind, settings)
+             known_id: str | None) -> tuple[Any, str]:
+        """One unit: collect its journaled prediction, or create one (journaled before the wait);
+        its result and the prediction's id."""
         prediction = self._collect(client, known_id) if known_id else None
-        if prediction is None:
-            prediction = self._create(client, ref, _inputs(root, u, settings), settings)
-            journal.append(u, prediction.id, ref)
+        if prediction is not None:
+            try:
+                return self._finish(client, prediction, u, settings), prediction.id
+            except Gone:
+                pass  # its output expired: the picture is made anew
+        ref = model_ref(u.kind, settings)
+        prediction = self._create(client, ref, _inputs(root, u, settings), settings)
+        journal.append(u, prediction.id, ref)
+        try:
+            return self._finish(client, prediction, u, settings), prediction.id
+        except Gone:
+            raise UserError(f"Replicate's prediction for {u.name} ({prediction.id}) succeeded but its output "
+                            "could not be fetched; run the command again") from None
+
+    def _finish(self, client: Any, prediction: Any, u: Unit, settings: Settings) -> Any:
+        ref = model_ref(u.kind, settings)
         prediction = self._wait(client, prediction, u, settings.replicate.timeout)
         if u.kind == "paint":
             return Painted(self._picture(prediction.output, u), _sampler(ref), ref)
+        if prediction.output is None:
+            raise Gone(prediction.id)
         return _caption(prediction.output, u.params["mode"])
 
     def _collect(self, client: Any, prediction_id: str) -> Any | None:
@@ -271,10 +292,15 @@ class ReplicateBackend(Backend):
         from PIL import Image
 
         url = output[0] if isinstance(output, list) and output else output
+        if output is None:
+            raise Gone(u.name)
         if not isinstance(url, str) or not url:
             raise UserError(f"Replicate's prediction for {u.name} gave no image (output {str(output)[:80]!r}); "
                             "is replicate.paint_model a text-to-image model?")
-        data = self._call(lambda: self._download(url))
+        try:
+            data = self._call(lambda: self._download(url))
+        except UserError:
+            raise Gone(u.name) from None
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
         size = (u.params["width"], u.params["height"])
@@ -402,8 +428,9 @@ def _sampler(ref: str) -> str:
 
 
 class Journal:
-    """.video2dream/predictions.jsonl: one line per prediction created, {name, key, id, model, at},
-    appended and fsynced before the command waits on it; the last line of a (name, key) wins."""
+    """.video2dream/predictions.jsonl: one line per prediction created, {name, key, kind, id, model, at},
+    appended and fsynced before the command waits on it; and one {name, key, id, used: true} once its
+    result was handed on. A later command collects the last prediction of a (name, key) not yet used."""
 
     def __init__(self, root: Path) -> None:
         self.path = root / ".video2dream" / JOURNAL
@@ -418,23 +445,36 @@ class Journal:
         for line in lines:
             try:
                 entry = json.loads(line)
-                known[(entry["name"], entry["key"])] = entry["id"]
+                unit = (entry["name"], entry["key"])
+                if entry.get("used"):
+                    if known.get(unit) == entry["id"]:
+                        del known[unit]
+                else:
+                    known[unit] = entry["id"]
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a kill: its prediction was not waited on
         return known
 
+    def used(self, u: Unit, prediction_id: str) -> None:
+        self._write(json.dumps({"name": u.name, "key": u.key, "id": prediction_id, "used": True}), sync=False)
+
     def append(self, u: Unit, prediction_id: str, ref: str) -> None:
         line = json.dumps({"name": u.name, "key": u.key, "kind": u.kind, "id": prediction_id, "model": ref,
                            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, ensure_ascii=False)
+        self._write(line, sync=True)
+
+    def _write(self, line: str, sync: bool) -> None:
+        """Append a line; sync: on the disk before this returns (a lost `used` line costs nothing)."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
                 f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    os.fsync(f.fileno())
 
 
-def _note_refused(root: Path, refused: list[tuple[Unit, str]], made: list[str]) -> None:
+def _note_refused(root: Path, refused: list[tuple[Unit, str]], made: list[tuple[str, str]]) -> None:
     """refused.csv: the frames the content filter refused, kept until they are made."""
     import pandas as pd
 
@@ -442,8 +482,10 @@ def _note_refused(root: Path, refused: list[tuple[Unit, str]], made: list[str]) 
 
     path = root / REFUSED
     rows = read_loose(path).to_dict("records") if path.is_file() and path.stat().st_size else []
-    gone = set(made) | {u.name for u, _ in refused}
-    rows = [r for r in rows if r.get("filename") not in gone]
+    gone = set(made) | {(u.name, u.kind) for u, _ in refused}
+    rows = [r for r in rows if (r.get("filename"), r.get("kind")) not in gone]
     rows += [{"filename": u.name, "kind": u.kind, "error": error} for u, error in refused]
-    if rows or path.exists():
+    if rows:
         write_csv(path, pd.DataFrame(rows, columns=["filename", "kind", "error"]))
+    elif path.is_file():
+        path.unlink()  # every frame it listed is made now

@@ -154,7 +154,8 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
     jobs, (width, height) = plan(run, settings, backend)
     from ..models.devices import check_device
 
-    check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a --device that cannot work
+    if not _key_part(backend, "paint", settings):  # a remote service's model needs no device here (nor torch)
+        check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a bad --device
     todo = to_units(run, settings, jobs, (width, height), force)
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:

@@ -209,7 +209,10 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     from ..models.devices import check_device
 
     run.require()
-    check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
+    from ..backends import key_part
+
+    if not key_part(backend, "caption", settings):  # a remote service's model needs no device here (nor torch)
+        check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
     todo, table = plan_units(run, settings, force, backend)
     result = table.result
     _report_placement(run, result)
