@@ -92,11 +92,23 @@ def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: b
     from .telephone import chain_settings, telephone
 
     settings = chain_settings(settings)
+    _local_chain_only(settings)
     _check_before_saving(settings)
     r = telephone(video, run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     for line in r.summary():
         say(line)
+
+
+def _local_chain_only(settings: Settings) -> None:
+    """A chain's steps carry keys of their own, which hold no backend's part yet: a remote backend's
+    pictures would pass for local ones. Refused before anything is written."""
+    from .backends import key_part
+    from .errors import SettingError
+
+    if key_part(settings.backend, "paint", settings):
+        raise SettingError("backend", f"'{settings.backend}' does not play the telephone game yet",
+                           "play it with --backend local")
 
 
 def _check_before_saving(settings: Settings) -> None:
