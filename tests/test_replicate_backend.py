@@ -101,7 +101,7 @@ def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest
     run = tmp_path / "run"
     assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0
     err = capsys.readouterr().err
-    assert "3 new prediction(s) of " + CAPTION_REF + ", up to 3 more for the dreams" in err
+    assert f"3 new prediction(s) of {CAPTION_REF}, up to 3 more for the dreams ({PAINT_REF})" in err
     assert (run / "dream.mp4").is_file()
     assert sorted(fake.created.values()) == [1] * 6 and len(paints(fake)) == 3  # a caption and a dream per frame
     text = read_png_text(run / "dreams" / "000002.png")
@@ -113,6 +113,7 @@ def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest
     assert "3/3 dreams current" in capsys.readouterr().out
     assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0  # all current: nothing is sent again
     assert sum(fake.created.values()) == 6
+    assert "replicate: no prediction to create" in capsys.readouterr().err
 
 
 def _cli_process(*args: str | Path) -> subprocess.Popen:
@@ -254,10 +255,13 @@ def test_official_model_by_name(fake, captioned: Path, tmp_path: Path) -> None:
     assert fake.posts == ["/v1/models/stability-ai/sdxl/predictions"] * 3
 
 
-def test_max_predictions_refuses_before_creating(fake, clip: Path, captioned: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
-    code = cli("run", clip, "-o", tmp_path / "new", "--preset", "tiny", *REMOTE, "--max-predictions", "5")
+def test_max_predictions_refuses_before_creating(fake, clip: Path, extracted: Path, captioned: Path,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fresh = tmp_path / "fresh"
+    shutil.copytree(extracted, fresh)  # extracted: `run` finds its frames up to date
+    code = cli("run", clip, "-o", fresh, "--preset", "tiny", *REMOTE, "--max-predictions", "5")
     last_error(code, capsys.readouterr().err, "up to 6 prediction(s)", "--max-predictions 5")
+    assert not (fresh / "prompts.csv").exists()
     run = copy(captioned, tmp_path)
     before = snapshot(run)
     code = cli("generate", run, *REMOTE, "--max-predictions", "2")
@@ -280,3 +284,23 @@ def test_switching_backends_repaints(fake, captioned: Path, tmp_path: Path) -> N
     assert [u.name for u in gen.plan_units(folder, other)[0]] == NAMES
     remote_rows, local_rows = row_keys(folder, settings, NAMES), row_keys(folder, settings, NAMES, "local")
     assert all(remote_rows[n] != local_rows[n] for n in NAMES)
+
+
+def test_without_the_client_is_one_line(fake, captioned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    monkeypatch.setitem(sys.modules, "replicate", None)  # what `import replicate` meets when it is not installed
+    before = snapshot(run)
+    code = cli("generate", run, *REMOTE)
+    one_line_error(code, capsys.readouterr().err, "pip install 'video2dream[replicate]'")
+    assert snapshot(run) == before
+
+
+def test_the_telephone_game_is_refused(fake, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A chain's steps carry keys without the backend's part: refused rather than mixed with local ones."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), "navy").save(tmp_path / "cover.png")
+    code = cli("telephone", tmp_path / "cover.png", "-o", tmp_path / "chain", "--preset", "tiny", *REMOTE)
+    one_line_error(code, capsys.readouterr().err, "does not play the telephone game yet", "--backend local")
+    assert not (tmp_path / "chain").exists() and not fake.created

@@ -91,13 +91,12 @@ class ReplicateBackend(Backend):
         known = Journal(root).read()
         collect = sum((u.name, u.key) in known for u in units)
         new = len(units) - collect
-        what = "caption" if units and units[0].kind == "caption" else "paint"
-        text = f"replicate: {new} new prediction(s) of {model_ref(what, settings)}" if units else "replicate:"
+        parts = [f"{new} new prediction(s) of {model_ref(units[0].kind, settings)}"] if units else []
         if collect:
-            text += f", {collect} to collect from an earlier command"
+            parts.append(f"{collect} to collect from an earlier command")
         if later:
-            text += f"{',' if units else ''} up to {later} more for the dreams"
-        say(text)
+            parts.append(f"up to {later} more for the dreams ({settings.replicate.paint_model})")
+        say(f"replicate: {', '.join(parts) or 'no prediction to create'}")
         limit = settings.replicate.max_predictions
         if limit is not None and new + later > limit:
             raise UserError(f"this command would create {'up to ' if later else ''}{new + later} prediction(s) on "
