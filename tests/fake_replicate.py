@@ -58,7 +58,7 @@ class FakeReplicate:
     hold: bool = False  # predictions stay "processing" until this is False again
     hold_only: Callable[[Prediction], bool] | None = None  # hold just these
     fail: Callable[[Prediction], str | None] = lambda p: None  # an error text fails the prediction
-    throttle: int = 0  # the next N requests are answered 429 (Retry-After: 0)
+    throttle: int = 0  # the next N requests are answered 429 or 503 (Retry-After: 0)
     predictions: dict[str, Prediction] = field(default_factory=dict)
     created: Counter = field(default_factory=Counter)  # input's fingerprint -> predictions created
     cancels: list[str] = field(default_factory=list)
@@ -148,10 +148,11 @@ class Handler(BaseHTTPRequestHandler):
         """Throttle and authorization; False when the request was answered here."""
         fake: FakeReplicate = self.server.fake
         with fake.lock:
-            if fake.throttle > 0:
+            if fake.throttle > 0:  # 429s, and every third a 503 (a busy service says either)
                 fake.throttle -= 1
                 fake.throttled += 1
-                self._send(429, {"title": "Too Many Requests", "detail": "throttled", "status": 429},
+                status = 503 if fake.throttled % 3 == 0 else 429
+                self._send(status, {"title": "Too Many Requests", "detail": "throttled", "status": status},
                            headers={"Retry-After": "0"})
                 return False
         if authorized and self.headers.get("Authorization") != f"Bearer {fake.token}":

@@ -179,7 +179,7 @@ def test_ctrl_c_leaves_predictions_journaled(fake, extracted: Path, tmp_path: Pa
 
 def test_storm_of_429s_is_retried(fake, captioned: Path, tmp_path: Path) -> None:
     run = copy(captioned, tmp_path)
-    fake.throttle = 25  # creates, polls and lookups alike
+    fake.throttle = 25  # creates, polls and lookups alike; 429s and 503s
     assert cli("generate", run, *REMOTE) == 0
     assert fake.throttled == 25
     assert sorted(paints(fake).values()) == [1, 1, 1]

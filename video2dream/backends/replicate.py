@@ -296,10 +296,15 @@ class ReplicateBackend(Backend):
         if not isinstance(url, str) or not url:
             raise UserError(f"Replicate's prediction for {u.name} gave no image (output {str(output)[:80]!r}); "
                             "is replicate.paint_model a text-to-image model?")
+        import httpx
+
         try:
             data = self._call(lambda: self._download(url))
-        except UserError:
-            raise Gone(u.name) from None
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code in (403, 404, 410):
+                raise Gone(u.name) from None  # expired (a network error is not: that is a UserError)
+            raise UserError(f"downloading {u.name}'s picture failed: HTTP {e.response.status_code} from "
+                            f"{e.request.url}; run the command again (the prediction is collected)") from None
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
         size = (u.params["width"], u.params["height"])
@@ -342,8 +347,6 @@ class ReplicateBackend(Backend):
                     if isinstance(e, httpx.TransportError):
                         raise UserError(f"cannot reach Replicate ({e.__class__.__name__}: {e}); check the network "
                                         "(or REPLICATE_BASE_URL) and run the command again") from None
-                    if isinstance(e, httpx.HTTPStatusError):
-                        raise UserError(f"downloading a result failed: HTTP {status} from {e.request.url}") from None
                     raise
             if self._stop.wait(_backoff(attempt, getattr(self._retry_after, "value", None))):
                 raise Stopped("stopping")
