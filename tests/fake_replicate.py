@@ -108,7 +108,11 @@ class FakeReplicate:
         if p is None or p.kind != "paint":
             return None
         color = tuple(hashlib.sha256(json.dumps(p.input, sort_keys=True).encode()).digest()[:3])
-        image = Image.new("RGB", (int(p.input.get("width", 64)), int(p.input.get("height", 64))), color)
+        size = (int(p.input.get("width", 64)), int(p.input.get("height", 64)))
+        if "image" in p.input:  # as SDXL on Replicate: img2img paints at the init image's size
+            with Image.open(io.BytesIO(image_bytes(p.input["image"]))) as init:
+                size = init.size
+        image = Image.new("RGB", size, color)
         out = io.BytesIO()
         image.save(out, format="PNG")
         return out.getvalue()

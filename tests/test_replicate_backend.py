@@ -104,6 +104,9 @@ def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest
     assert f"3 new prediction(s) of {CAPTION_REF}, up to 3 more for the dreams ({PAINT_REF})" in err
     assert (run / "dream.mp4").is_file()
     assert sorted(fake.created.values()) == [1] * 6 and len(paints(fake)) == 3  # a caption and a dream per frame
+    captions = [p for p in fake.predictions.values() if p.kind == "caption"]
+    assert all(p.input["image"].startswith("data:image/png;base64,") for p in captions)  # the frames, inline
+    assert {p.input["mode"] for p in captions} == {"fast"}
     text = read_png_text(run / "dreams" / "000002.png")
     assert f'Model: "{PAINT_REF}"' in text["parameters"] and "Seed: 2" in text["parameters"]
     lines = journal(run)
@@ -180,9 +183,15 @@ def test_ctrl_c_leaves_predictions_journaled(fake, extracted: Path, tmp_path: Pa
 def test_storm_of_429s_is_retried(fake, captioned: Path, tmp_path: Path) -> None:
     run = copy(captioned, tmp_path)
     fake.throttle = 25  # creates, polls and lookups alike; 429s and 503s
-    assert cli("generate", run, *REMOTE) == 0
+    assert cli("generate", run, *REMOTE, "--strength", "0.6") == 0  # img2img, while we are at it
     assert fake.throttled == 25
     assert sorted(paints(fake).values()) == [1, 1, 1]
+    sent = [p.input for p in fake.predictions.values()]
+    assert all(i["prompt_strength"] == 0.6 and i["image"].startswith("data:image/png;base64,") for i in sent)
+    from PIL import Image
+
+    with Image.open(run / "dreams" / "000001.png") as dream:  # painted at the frame's size, resized to the run's
+        assert dream.size == (sent[0]["width"], sent[0]["height"]) != (160, 120)
 
 
 def test_failed_prediction_is_one_line(fake, captioned: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
