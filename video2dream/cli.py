@@ -114,8 +114,13 @@ TELEPHONE_GENERATE: list[Option] = [
 MODELS: list[Option] = [
     (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
     (("--dtype",), "dtype", str, "auto (fp16/bf16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
-    (("--backend",), "backend", str, "where the models run: local (default: this process)"),
-    (("--workers",), "workers", int, "parallel workers of the backend (default: its own choice)"),
+    (("--backend",), "backend", str,
+     "where the models run: local (default: this process), or replicate (Replicate's API; REPLICATE_API_TOKEN)"),
+    (("--workers",), "workers", int, "parallel workers of the backend (default: its own choice; replicate: 4)"),
+    (("--max-predictions",), "replicate.max_predictions", int,
+     "--backend replicate: refuse a command that would create more predictions than this (default: no limit)"),
+    (("--prediction-timeout",), "replicate.timeout", float,
+     "--backend replicate: seconds one prediction may take before it is canceled (default 600)"),
 ]
 
 EXAMPLES = {

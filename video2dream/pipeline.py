@@ -92,6 +92,7 @@ def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: b
     from .telephone import chain_settings, telephone
 
     settings = chain_settings(settings)
+    _local_chain_only(settings)
     _check_before_saving(settings)
     r = telephone(video, run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
@@ -99,10 +100,25 @@ def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: b
         say(line)
 
 
+def _local_chain_only(settings: Settings) -> None:
+    """A chain's steps carry keys of their own, which hold no backend's part yet: a remote backend's
+    pictures would pass for local ones. Refused before anything is written."""
+    from .backends import key_part
+    from .errors import SettingError
+
+    if key_part(settings.backend, "paint", settings):
+        raise SettingError("backend", f"'{settings.backend}' does not play the telephone game yet",
+                           "play it with --backend local")
+
+
 def _check_before_saving(settings: Settings) -> None:
     """telephone and run save their settings before their models load (extract comes first; a
     finished chain loads none): check first what can be checked without them, so that no such
     value is saved."""
+    from .backends import key_part
+
+    if key_part(settings.backend, "paint", settings):
+        return  # a remote service's models: no device, scheduler or LoRA of this machine's
     from .models.devices import check_device
     from .models.painter import _check_lora, _scheduler_class
 
@@ -117,9 +133,30 @@ def _check_before_saving(settings: Settings) -> None:
 def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     _check_before_saving(settings)  # before extract writes anything (and saves the settings)
     do_extract(run, settings, video, force=force)  # each looked up when called (scripts/bench_run.py wraps them)
+    _before_remote_run(run, settings, force)
     do_interrogate(run, settings, force=force)
     do_generate(run, settings, force=force)
     do_assemble(run, settings, force=force)
+
+
+def _before_remote_run(run: RunFolder, settings: Settings, force: bool) -> None:
+    """`run` on a remote backend: what the whole command may create (the captions now, and at most a
+    dream for each frame captioned now or whose dream is not current), said and checked against
+    --max-predictions before the first is created. Extract (local, free) has run."""
+    from .backends import backend_for, key_part
+    from .errors import UserError
+    from .stages import generate, interrogate
+
+    if not key_part(settings.backend, "caption", settings):
+        return  # this machine's (or a cluster's) models: nothing is paid per unit
+    captions, _ = interrogate.plan_units(run, settings, force, settings.backend)
+    dreams = {u.name for u in captions}
+    try:
+        paints, _ = generate.plan_units(run, settings, force, settings.backend)
+        dreams |= {u.name for u in paints}
+    except UserError:  # no prompts.csv yet (or one generate refuses; interrogate fixes it first)
+        dreams = {n for n in interrogate.read_frames(run.frames_csv)["filename"]}
+    backend_for(settings.backend).before(run.root, captions, settings, later=len(dreams))
 
 
 def status_data(run: RunFolder) -> dict[str, Any]:

@@ -28,6 +28,7 @@ LOCK = "lock"
 # else there is the tool's to delete, clean up or refuse.
 OWN_DIRS = re.compile(r"frames|dreams(_r\d{2,})?")
 OWN_FILES = re.compile(r"frames\.csv|prompts(_r\d{2,})?(_orphaned)?\.csv|truncated\.csv|settings\.yaml|drift\.(csv|png)"
+                       r"|refused\.csv"  # --backend replicate: frames its content filter refused
                        r"|dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4"
                        r"|chain\.(csv|mp4)|chain_strip\.png|index_strip\.png|step_\d{3,}\.png")
 # Temporaries: temp_path's STEM.tmp-8HEX[.SUFFIX] (files and folders), extract's frames.tmp-PID.

@@ -142,6 +142,21 @@ class TelephoneSettings:
 
 
 @dataclass
+class ReplicateSettings:
+    """--backend replicate: the models it runs on Replicate's service (OWNER/NAME:VERSION, or OWNER/NAME
+    for an official model), and how it waits on them. The models are hashed into each unit's key by the
+    backend itself (backends/replicate.py, key_part), only when it is the backend: PER_UNIT."""
+
+    caption_model: str = setting(  # a CLIP Interrogator: image, mode, clip_model_name -> text
+        "pharmapsychotic/clip-interrogator:8151e1c9f47e696fa316146a2e35812ccf79cfc9eba05b11c7f450155102af70",
+        PER_UNIT)
+    paint_model: str = setting(  # SDXL: prompt, negative_prompt, width, height, seed, image, ... -> [url]
+        "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b", PER_UNIT)
+    timeout: float = setting(600.0, SPEED)  # seconds one prediction may take before it is canceled
+    max_predictions: int | None = setting(None, PER_CALL)  # refuse a command that would create more
+
+
+@dataclass
 class Settings:
     device: str = setting("auto", SPEED)
     dtype: str = setting("auto", KEY)  # in generate's and the chain's keys
@@ -154,12 +169,13 @@ class Settings:
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     assemble: AssembleSettings = field(default_factory=AssembleSettings)
     telephone: TelephoneSettings = field(default_factory=TelephoneSettings)
+    replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-SECTIONS = ("extract", "interrogate", "generate", "assemble", "telephone")
+SECTIONS = ("extract", "interrogate", "generate", "assemble", "telephone", "replicate")
 TOP_LEVEL = ("device", "dtype", "backend", "workers")
 
 
@@ -407,6 +423,8 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("telephone.steps", _within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
     ("telephone.hold", lambda v: 0 < v <= 3600, "a positive number of seconds, at most 3600"),
     ("telephone.strip_height", _within(64, 4096), "a whole number of pixels from 64 to 4096"),
+    ("replicate.timeout", lambda v: 0 < v <= 86400, "a positive number of seconds, at most 86400"),
+    ("replicate.max_predictions", _within(0, 10**9, none_ok=True), "a whole number >= 0 (or none: no limit)"),
     ("workers", _within(1, 1024, none_ok=True), "a whole number from 1 to 1024 (or none: the backend's choice)"),
 ]
 
@@ -449,6 +467,10 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"), "device",
            f"'{s.device}' is unknown: choose from auto, cpu, cuda, cuda:N, mps", origins=o)
     _one_of(s.dtype, "dtype", DTYPES, o)
+    for path in ("replicate.caption_model", "replicate.paint_model"):
+        _check(re.fullmatch(r"[\w.-]+/[\w.-]+(:[0-9a-f]{16,})?", values[path]) is not None, path,
+               f"must look like OWNER/NAME:VERSION (or OWNER/NAME for an official model), got {values[path]!r}",
+               "e.g. stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b", origins=o)
     _check(isinstance(s.backend, str) and s.backend.isidentifier(), "backend",
            f"'{s.backend}' is not a backend's name", "e.g. local", origins=o)
 

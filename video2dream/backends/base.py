@@ -53,6 +53,19 @@ class Backend(ABC):
         """Make ready what units of this kind need (load the models, reach the service). The stage
         calls it before it writes anything: a failure here leaves the run folder as it was."""
 
+    @classmethod
+    def key_part(cls, kind: str, settings: Settings) -> dict[str, Any]:
+        """What this backend adds to the key of each unit of this kind it makes: empty for a backend
+        whose results are the local ones (this process, a cluster of the same models); a remote
+        service's results are not, so it names itself and the model version (local and remote
+        results never pass for each other, and switching backends makes the work again)."""
+        return {}
+
+    def before(self, root: Path, units: list[Unit], settings: Settings, later: int = 0) -> None:  # noqa: B027
+        """Called with the units about to run, before load and before anything is written. A backend
+        that pays per unit says here what it will cost, and may refuse (a UserError). later: units a
+        later stage of the same command may add (`run`: the dreams of the frames captioned now)."""
+
     def token_limits(self, units: list[Unit], settings: Settings) -> dict[str, tuple[str, str]]:
         """For paint units: unit name -> (what the text encoders read, what their limit cuts off),
         for the prompts that are cut. Empty when the backend cannot tell."""
@@ -81,6 +94,10 @@ def register(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 def get(name: str, models: ModelCache | None = None) -> Backend:
     """The backend called name: registered, or the module video2dream.backends.<name> that registers it."""
+    return backend_class(name)(models)
+
+
+def backend_class(name: str) -> type[Backend]:
     import importlib
 
     from ..errors import SettingError
@@ -93,8 +110,15 @@ def get(name: str, models: ModelCache | None = None) -> Backend:
                 raise
     if name not in _REGISTRY:
         raise SettingError("backend", f"unknown {{backend}} '{name}'; known: {', '.join(sorted(_REGISTRY)) or 'local'}")
-    return _REGISTRY[name](models)
+    return _REGISTRY[name]
 
 
 def backend_for(backend: str | Backend, models: ModelCache | None = None) -> Backend:
     return backend if isinstance(backend, Backend) else get(backend, models)
+
+
+def key_part(backend: str | Backend, kind: str, settings: Settings) -> dict[str, Any]:
+    """The backend's part of a unit's key (Backend.key_part), found by name without making one."""
+    if isinstance(backend, Backend):
+        return backend.key_part(kind, settings)
+    return backend_class(backend).key_part(kind, settings)

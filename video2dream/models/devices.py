@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from typing import TYPE_CHECKING
 
 from ..errors import SettingError
@@ -52,7 +53,6 @@ def check_device(device: str, dtype: str) -> None:
 def free_memory() -> None:
     """Return memory of models that were just dropped, before the next stage loads its own."""
     gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # a stage whose models ran elsewhere (--backend replicate) loaded none
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -61,8 +61,10 @@ def dream_size(run: RunFolder, settings: Settings) -> tuple[int, int]:
     return generation_size(int(done["width"]), int(done["height"]), g.pixels)
 
 
-def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]]:
-    """One job per frame, with the key its dream must carry; strict checks of prompts.csv."""
+def plan(run: RunFolder, settings: Settings,
+         backend: str | Backend | None = None) -> tuple[list[Job], tuple[int, int]]:
+    """One job per frame, with the key its dream must carry; strict checks of prompts.csv.
+    backend: where the dreams are painted (default settings.backend): a remote one adds its part."""
     run.require()
     frames = read_frames(run.frames_csv)
     names = frames["filename"].tolist()
@@ -88,13 +90,15 @@ def plan(run: RunFolder, settings: Settings) -> tuple[list[Job], tuple[int, int]
     width, height = dream_size(run, settings)
     extract_key = (run.read_record("extract") or {}).get("key")
     shared = key_fields(g)  # per-unit settings (seed, negative prompt, size) are hashed per job below
+    remote = _key_part(backend or settings.backend, "paint", settings)  # empty for local: keys as before
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
         seed = seed_for(g, index)
         negative = merge_negative(str(rows[n].negative_prompt), g)
         source = (extract_key, n) if g.strength else None  # img2img also depends on the frame
-        key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype)
+        key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype,
+                          *([remote] if remote else []))
         jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
     return jobs, (width, height)
 
@@ -124,10 +128,11 @@ def is_current(path: Path, key: str) -> bool:
         return False
 
 
-def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple[list[Unit], tuple[int, int]]:
+def plan_units(run: RunFolder, settings: Settings, force: bool = False,
+               backend: str | Backend | None = None) -> tuple[list[Unit], tuple[int, int]]:
     """The paint units of the dreams that are not current (all with force), and the dream size.
     Reads prompts.csv and the dreams' keys; loads no model."""
-    jobs, size = plan(run, settings)
+    jobs, size = plan(run, settings, backend)
     return to_units(run, settings, jobs, size, force), size
 
 
@@ -146,10 +151,11 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
              backend: str | Backend = "local") -> GenerateResult:
     """Paint the dreams that are not current. models: a cache to take the painter from (and leave
     it in); by default it loads here. backend: where the units run (a name, or a Backend)."""
-    jobs, (width, height) = plan(run, settings)
+    jobs, (width, height) = plan(run, settings, backend)
     from ..models.devices import check_device
 
-    check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a --device that cannot work
+    if not _key_part(backend, "paint", settings):  # a remote service's model needs no device here (nor torch)
+        check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a bad --device
     todo = to_units(run, settings, jobs, (width, height), force)
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:
@@ -159,6 +165,7 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
     from ..backends import backend_for
 
     runner = backend_for(backend, models)
+    runner.before(run.root, todo, settings)
     runner.load("paint", settings)
     if on_ready:
         on_ready()
@@ -170,6 +177,12 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
             result.painted.append(name)
             bar.update(1)
     return result
+
+
+def _key_part(backend: str | Backend, kind: str, settings: Settings) -> dict[str, Any]:
+    from ..backends import key_part
+
+    return key_part(backend, kind, settings)
 
 
 def commit_behind(run: RunFolder, batches: Iterator[list[Done]],

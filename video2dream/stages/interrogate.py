@@ -64,11 +64,16 @@ def is_edited(row: dict) -> bool:
     return row.get("text_hash") != text_hash(row.get("prompt", ""), row.get("negative_prompt", ""))
 
 
-def row_keys(run: RunFolder, settings: Settings, names: list[str]) -> dict[str, str]:
-    """The key each frame's row must carry to be current: the frame's identity plus the settings."""
+def row_keys(run: RunFolder, settings: Settings, names: list[str],
+             backend: str | Backend | None = None) -> dict[str, str]:
+    """The key each frame's row must carry to be current: the frame's identity plus the settings
+    (plus, for a remote backend, its name and model version; default backend: settings.backend)."""
+    from ..backends import key_part
+
     extract_key = (run.read_record("extract") or {}).get("key")
     i = key_fields(settings.interrogate)  # speed knobs (batch and chunk sizes) change no words
-    return {n: stable_hash(extract_key, n, i) for n in names}
+    remote = key_part(backend or settings.backend, "caption", settings)  # empty for local: keys as before
+    return {n: stable_hash(extract_key, n, i, *([remote] if remote else [])) for n in names}
 
 
 def read_prompts(run: RunFolder) -> pd.DataFrame:
@@ -168,7 +173,8 @@ class Table:
         return unit.name not in self.result.edited_meanwhile
 
 
-def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple[list[Unit], Table]:
+def plan_units(run: RunFolder, settings: Settings, force: bool = False,
+               backend: str | Backend | None = None) -> tuple[list[Unit], Table]:
     """The caption units of the frames whose rows are not current (all with force, hand-edited ones
     aside unless force), and prompts.csv's rows placed on their frames. Loads no model."""
     import pandas as pd
@@ -177,7 +183,7 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple
     frames = read_frames(run.frames_csv)
     names = frames["filename"].tolist()
     times = dict(zip(names, frames["time"].tolist(), strict=True))
-    keys = row_keys(run, settings, names)
+    keys = row_keys(run, settings, names, backend)
     seen = _file_bytes(run)  # what prompts.csv holds now: a later difference is someone else's edit
     df = read_prompts(run) if seen is not None else pd.DataFrame(columns=PROMPTS_COLUMNS)
     placed = place_rows(df, keys, times)
@@ -201,8 +207,11 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     from ..models.devices import check_device
 
     run.require()
-    check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
-    todo, table = plan_units(run, settings, force)
+    from ..backends import key_part
+
+    if not key_part(backend, "caption", settings):  # a remote service's model needs no device here (nor torch)
+        check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
+    todo, table = plan_units(run, settings, force, backend)
     result = table.result
     _report_placement(run, result)
     if not todo:
@@ -215,6 +224,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     from ..backends import backend_for
 
     runner = backend_for(backend, models)
+    runner.before(run.root, todo, settings)
     runner.load("caption", settings)
     if on_ready:
         on_ready()

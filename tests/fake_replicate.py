@@ -1,0 +1,254 @@
+"""A local stand-in for the part of Replicate's HTTP API the `replicate` client uses: look up a model
+version, create a prediction (by version, or by an official model's name), get one, cancel one, and
+the output files by URL. Bearer tokens are checked. It counts predictions per input, so that a test
+can tell that no frame was predicted twice; knobs make it hold predictions, fail them, or throttle.
+
+Point the real client at it with REPLICATE_BASE_URL=server.url (and REPLICATE_API_TOKEN=server.token).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import itertools
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from video2dream.settings import ReplicateSettings
+
+CAPTION_REF = ReplicateSettings().caption_model
+PAINT_REF = ReplicateSettings().paint_model
+
+
+@dataclass
+class Prediction:
+    id: str
+    model: str
+    version: str
+    kind: str  # "caption" or "paint"
+    input: dict[str, Any]
+    status: str = "starting"
+    output: Any = None
+    error: str | None = None
+    polls: int = 0
+
+    def json(self, base: str) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "version": self.version, "status": self.status,
+                "input": {k: v for k, v in self.input.items() if k != "image"}, "output": self.output,
+                "error": self.error, "logs": "", "metrics": {}, "created_at": "2026-01-01T00:00:00Z",
+                "started_at": None, "completed_at": None,
+                "urls": {"get": f"{base}/v1/predictions/{self.id}",
+                         "cancel": f"{base}/v1/predictions/{self.id}/cancel"}}
+
+
+@dataclass
+class FakeReplicate:
+    """The server's state and knobs (change them between requests; they are read under the lock)."""
+    token: str = "r8_fake_token"
+    versions: dict[str, tuple[str, str]] = field(default_factory=lambda: {  # version -> (owner/name, kind)
+        CAPTION_REF.split(":")[1]: (CAPTION_REF.split(":")[0], "caption"),
+        PAINT_REF.split(":")[1]: (PAINT_REF.split(":")[0], "paint")})
+    hold: bool = False  # predictions stay "processing" until this is False again
+    hold_only: Callable[[Prediction], bool] | None = None  # hold just these
+    fail: Callable[[Prediction], str | None] = lambda p: None  # an error text fails the prediction
+    throttle: int = 0  # the next N requests are answered 429 or 503 (Retry-After: 0)
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    created: Counter = field(default_factory=Counter)  # input's fingerprint -> predictions created
+    cancels: list[str] = field(default_factory=list)
+    posts: list[str] = field(default_factory=list)  # the paths predictions were created at
+    throttled: int = 0
+    url: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def created_for(self, kind: str) -> Counter:
+        return Counter({k: n for k, n in self.created.items() if k[0] == kind})
+
+    # -- the API's behaviour -------------------------------------------------------------------
+
+    def create(self, version: str, model: str, inputs: dict[str, Any]) -> tuple[int, dict]:
+        if version not in self.versions:
+            return 422, {"title": "Invalid version", "detail": "The specified version does not exist (or perhaps "
+                         "you don't have permission to use it?)", "status": 422}
+        name, kind = self.versions[version]
+        self.posts.append(f"/v1/models/{model}/predictions" if model else "/v1/predictions")
+        p = Prediction(f"p{next(self._ids):05d}", name, version, kind, inputs)
+        self.predictions[p.id] = p
+        self.created[fingerprint(kind, inputs)] += 1
+        return 201, p.json(self.url)
+
+    def advance(self, p: Prediction) -> None:
+        """One poll: starting -> processing -> done (unless held)."""
+        p.polls += 1
+        if p.status not in ("starting", "processing"):
+            return
+        if p.status == "starting" or self.hold or (self.hold_only and self.hold_only(p)):
+            p.status = "processing"
+            return
+        error = self.fail(p)
+        if error:
+            p.status, p.error = "failed", error
+        elif p.kind == "paint":
+            p.status, p.output = "succeeded", [f"{self.url}/files/{p.id}.png"]
+        else:
+            p.status, p.output = "succeeded", f"a picture of {fingerprint('caption', p.input)[1][:8]}, " \
+                                              "trending on artstation, sharp focus"
+
+    def picture(self, prediction_id: str) -> bytes | None:
+        from PIL import Image
+
+        p = self.predictions.get(prediction_id)
+        if p is None or p.kind != "paint":
+            return None
+        color = tuple(hashlib.sha256(json.dumps(p.input, sort_keys=True).encode()).digest()[:3])
+        size = (int(p.input.get("width", 64)), int(p.input.get("height", 64)))
+        if "image" in p.input:  # as SDXL on Replicate: img2img paints at the init image's size
+            with Image.open(io.BytesIO(image_bytes(p.input["image"]))) as init:
+                size = init.size
+        image = Image.new("RGB", size, color)
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+
+
+def fingerprint(kind: str, inputs: dict[str, Any]) -> tuple[str, str]:
+    """What makes two predictions the same work: a paint's prompt and seed (and init image), a
+    caption's image."""
+    if kind == "caption":
+        return kind, hashlib.sha256(str(inputs.get("image", "")).encode()).hexdigest()
+    image = hashlib.sha256(str(inputs.get("image", "")).encode()).hexdigest()[:8] if "image" in inputs else ""
+    return kind, f"{inputs.get('prompt')}|{inputs.get('seed')}|{image}"
+
+
+def image_bytes(data_url: str) -> bytes:
+    return base64.b64decode(data_url.partition(",")[2])
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: Any, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _gate(self, authorized: bool = True) -> bool:
+        """Throttle and authorization; False when the request was answered here."""
+        fake: FakeReplicate = self.server.fake
+        with fake.lock:
+            if fake.throttle > 0:  # 429s, and every third a 503 (a busy service says either)
+                fake.throttle -= 1
+                fake.throttled += 1
+                status = 503 if fake.throttled % 3 == 0 else 429
+                self._send(status, {"title": "Too Many Requests", "detail": "throttled", "status": status},
+                           headers={"Retry-After": "0"})
+                return False
+        if authorized and self.headers.get("Authorization") != f"Bearer {fake.token}":
+            self._send(401, {"title": "Unauthenticated", "detail": "Invalid token.", "status": 401})
+            return False
+        return True
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        fake: FakeReplicate = self.server.fake
+        m = re.fullmatch(r"/files/(\w+)\.png", self.path)
+        if m:  # outputs are served without a token, as replicate.delivery does
+            with fake.lock:
+                data = fake.picture(m[1])
+            self._send(200, data, "image/png") if data else self._send(404, {"detail": "no such file"})
+            return
+        if not self._gate():
+            return
+        with fake.lock:
+            m = re.fullmatch(r"/v1/predictions/(\w+)", self.path)
+            if m:
+                p = fake.predictions.get(m[1])
+                if p is None:
+                    self._send(404, {"detail": "Not found.", "status": 404})
+                    return
+                fake.advance(p)
+                self._send(200, p.json(fake.url))
+                return
+            m = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)/versions/(\w+)", self.path)
+            if m and fake.versions.get(m[3], ("",))[0] == f"{m[1]}/{m[2]}":
+                self._send(200, {"id": m[3], "created_at": "2023-07-26T00:00:00Z", "cog_version": "0.8.1",
+                                 "openapi_schema": {}})
+                return
+            m = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)", self.path)
+            if m and any(name == f"{m[1]}/{m[2]}" for name, _ in fake.versions.values()):
+                self._send(200, {"url": f"https://replicate.com/{m[1]}/{m[2]}", "owner": m[1], "name": m[2],
+                                 "description": None, "visibility": "public", "github_url": None,
+                                 "paper_url": None, "license_url": None, "run_count": 0, "cover_image_url": None,
+                                 "default_example": None, "latest_version": None})
+                return
+        self._send(404, {"detail": "Not found.", "status": 404})
+
+    def do_POST(self) -> None:  # noqa: N802
+        fake: FakeReplicate = self.server.fake
+        if not self._gate():
+            return
+        body = self._body()
+        with fake.lock:
+            if self.path == "/v1/predictions":
+                self._send(*fake.create(body.get("version", ""), "", body.get("input", {})))
+                return
+            m = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)/predictions", self.path)
+            if m:
+                version = next((v for v, (name, _) in fake.versions.items() if name == f"{m[1]}/{m[2]}"), "")
+                self._send(*fake.create(version, f"{m[1]}/{m[2]}", body.get("input", {})))
+                return
+            m = re.fullmatch(r"/v1/predictions/(\w+)/cancel", self.path)
+            if m and m[1] in fake.predictions:
+                p = fake.predictions[m[1]]
+                fake.cancels.append(p.id)
+                if p.status in ("starting", "processing"):
+                    p.status = "canceled"
+                self._send(200, p.json(fake.url))
+                return
+        self._send(404, {"detail": "Not found.", "status": 404})
+
+
+class Server:
+    """A running fake on 127.0.0.1 (a free port) in a daemon thread; stop() ends it."""
+
+    def __init__(self, fake: FakeReplicate | None = None) -> None:
+        self.fake = fake or FakeReplicate()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.fake = self.fake  # type: ignore[attr-defined]
+        self.fake.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reset(self) -> FakeReplicate:
+        """A fresh state (no predictions, no knobs) at the same address."""
+        self.fake = FakeReplicate(url=self.fake.url)
+        self.httpd.fake = self.fake  # type: ignore[attr-defined]
+        return self.fake
+
+    @property
+    def url(self) -> str:
+        return self.fake.url
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

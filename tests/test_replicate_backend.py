@@ -1,0 +1,315 @@
+"""--backend replicate against a local server that speaks Replicate's HTTP API (tests/fake_replicate.py),
+with the real `replicate` client pointed at it (REPLICATE_BASE_URL): a whole run; a kill and a Ctrl-C
+while predictions are in flight, then a rerun that collects them (the server counts: no frame is
+predicted twice); a storm of 429s; a failed prediction; a content-filter refusal; a timeout; tokens,
+versions and --max-predictions refused before anything is created; keys that tell remote from local."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, cli, make_clip, one_line_error, snapshot
+from fake_replicate import CAPTION_REF, PAINT_REF, Server
+
+from video2dream.backends.replicate import Journal
+from video2dream.pngmeta import read_png_text
+from video2dream.runfolder import RunFolder
+from video2dream.settings import resolve
+from video2dream.stages import generate as gen
+from video2dream.stages.interrogate import row_keys
+
+NAMES = ["000001.png", "000002.png", "000003.png"]
+REMOTE = ("--backend", "replicate")
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def fake(server: Server, monkeypatch: pytest.MonkeyPatch):
+    """A fresh server state, and the client's environment pointed at it."""
+    monkeypatch.setenv("REPLICATE_BASE_URL", server.url)
+    monkeypatch.setenv("REPLICATE_API_TOKEN", server.fake.token)
+    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+    return server.reset()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s at 10 fps, 160x120: three frames at 1 fps."""
+    return make_clip(tmp_path_factory.mktemp("rep") / "clip.mp4", "testsrc2=size=160x120:rate=10:duration=3",
+                     args=("-pix_fmt", "yuv420p"))
+
+
+@pytest.fixture(scope="module")
+def extracted(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rep") / "extracted"
+    assert cli("extract", clip, "-o", out, "--preset", "tiny") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def captioned(extracted: Path, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """prompts.csv written by `interrogate --backend replicate` (the server's captions)."""
+    out = tmp_path_factory.mktemp("rep") / "captioned"
+    shutil.copytree(extracted, out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPLICATE_BASE_URL", server.url)
+        mp.setenv("REPLICATE_API_TOKEN", server.fake.token)
+        mp.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+        server.reset()
+        assert cli("interrogate", out, *REMOTE) == 0
+    return out
+
+
+def last_error(code: int, err: str, *words: str) -> None:
+    """A failure once the work has started: the news before it (what it will create), then one error line."""
+    one_line_error(code, err.strip().splitlines()[-1], *words)
+
+
+def copy(src: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "run"
+    shutil.copytree(src, dest)
+    return dest
+
+
+def paints(fake) -> dict:
+    return fake.created_for("paint")
+
+
+def journal(run: Path) -> list[dict]:
+    """The predictions the run folder's journal says were created (not the lines marking them used)."""
+    path = run / ".video2dream" / "predictions.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [e for e in lines if not e.get("used")]
+
+
+def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0
+    err = capsys.readouterr().err
+    assert f"3 new prediction(s) of {CAPTION_REF}, up to 3 more for the dreams ({PAINT_REF})" in err
+    assert (run / "dream.mp4").is_file()
+    assert sorted(fake.created.values()) == [1] * 6 and len(paints(fake)) == 3  # a caption and a dream per frame
+    captions = [p for p in fake.predictions.values() if p.kind == "caption"]
+    assert all(p.input["image"].startswith("data:image/png;base64,") for p in captions)  # the frames, inline
+    assert {p.input["mode"] for p in captions} == {"fast"}
+    text = read_png_text(run / "dreams" / "000002.png")
+    assert f'Model: "{PAINT_REF}"' in text["parameters"] and "Seed: 2" in text["parameters"]
+    lines = journal(run)
+    assert sorted((e["name"], e["kind"]) for e in lines) == sorted((n, k) for n in NAMES for k in ("caption", "paint"))
+    assert Journal(run).read() == {}  # every result was handed on: none is left to collect
+    assert cli("status", run) == 0
+    assert "3/3 dreams current" in capsys.readouterr().out
+    assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0  # all current: nothing is sent again
+    assert sum(fake.created.values()) == 6
+    assert "replicate: no prediction to create" in capsys.readouterr().err
+
+
+def _cli_process(*args: str | Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "video2dream", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _until_journaled(proc: subprocess.Popen, run: Path, kind: str, count: int) -> None:
+    deadline = time.monotonic() + 120  # a generous bound for a loaded machine; normally a few seconds
+    while sum(e["kind"] == kind for e in journal(run)) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no predictions journaled"
+        time.sleep(0.05)
+
+
+def test_kill_in_flight_then_rerun_collects(fake, captioned: Path, tmp_path: Path) -> None:
+    run = copy(captioned, tmp_path)
+    fake.hold = True  # predictions stay "processing": the command is killed while it waits on them
+    proc = _cli_process("generate", run, *REMOTE, "--workers", "2")
+    _until_journaled(proc, run, "paint", 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(paints(fake)) == 2 and not fake.cancels
+    fake.hold = False
+    assert cli("generate", run, *REMOTE, "--workers", "2") == 0
+    assert len(paints(fake)) == 3 and set(paints(fake).values()) == {1}  # no frame predicted twice
+    assert sorted(p.name for p in (run / "dreams").iterdir()) == NAMES
+    assert len({e["id"] for e in journal(run) if e["kind"] == "paint"}) == 3
+
+
+def test_ctrl_c_leaves_predictions_journaled(fake, extracted: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C does not cancel: what is in flight is paid for anyway; the next command collects it.
+    A real SIGINT to this process, sent once the predictions are journaled (the command waits on them
+    meanwhile: the server holds them)."""
+    run = copy(extracted, tmp_path)
+    fake.hold = True
+    returned = threading.Event()
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 120
+        while len(journal(run)) < 3 and time.monotonic() < deadline and not returned.is_set():
+            time.sleep(0.02)
+        if not returned.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    try:
+        code = cli("interrogate", run, *REMOTE)
+    finally:
+        returned.set()
+        presser.join()
+    err = capsys.readouterr().err
+    assert code == 130, err
+    assert "interrupted; finished work is kept" in err and not fake.cancels and len(journal(run)) == 3
+    fake.hold = False
+    assert cli("interrogate", run, *REMOTE) == 0
+    assert sorted(fake.created_for("caption").values()) == [1, 1, 1]  # collected, not made again
+    assert sum("a picture of" in line for line in (run / "prompts.csv").read_text().splitlines()) == 3
+
+
+def test_storm_of_429s_is_retried(fake, captioned: Path, tmp_path: Path) -> None:
+    run = copy(captioned, tmp_path)
+    fake.throttle = 25  # creates, polls and lookups alike; 429s and 503s
+    assert cli("generate", run, *REMOTE, "--strength", "0.6") == 0  # img2img, while we are at it
+    assert fake.throttled == 25
+    assert sorted(paints(fake).values()) == [1, 1, 1]
+    sent = [p.input for p in fake.predictions.values()]
+    assert all(i["prompt_strength"] == 0.6 and i["image"].startswith("data:image/png;base64,") for i in sent)
+    from PIL import Image
+
+    with Image.open(run / "dreams" / "000001.png") as dream:  # painted at the frame's size, resized to the run's
+        assert dream.size == (sent[0]["width"], sent[0]["height"]) != (160, 120)
+
+
+def test_failed_prediction_is_one_line(fake, captioned: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    fake.fail = lambda p: "CUDA out of memory" if p.kind == "paint" and p.input["seed"] == 2 else None
+    code = cli("generate", run, *REMOTE)
+    last_error(code, capsys.readouterr().err, "000002.png", "failed: CUDA out of memory")
+    assert sorted(p.name for p in (run / "dreams").iterdir()) == ["000001.png", "000003.png"]  # the others kept
+
+
+def test_content_filter_refusal_marks_the_frame(fake, captioned: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    fake.fail = lambda p: ("NSFW content detected. Try running it again, or try a different prompt."
+                           if p.kind == "paint" and p.input["seed"] == 2 else None)
+    code = cli("generate", run, *REMOTE)
+    last_error(code, capsys.readouterr().err, "content filter refused 1 frame(s) (000002.png", "refused.csv")
+    assert sorted(p.name for p in (run / "dreams").iterdir()) == ["000001.png", "000003.png"]
+    refused = (run / "refused.csv").read_text()
+    assert "000002.png" in refused and "NSFW" in refused
+    fake.fail = lambda p: None
+    assert cli("generate", run, *REMOTE) == 0  # a failed prediction cannot be collected: made anew
+    assert not (run / "refused.csv").exists()
+    assert paints(fake)[min(k for k in paints(fake) if "|2|" in k[1])] == 2
+
+
+def test_prediction_slower_than_the_timeout_is_canceled(fake, captioned: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    fake.hold_only = lambda p: p.input.get("seed") == 3
+    code = cli("generate", run, *REMOTE, "--prediction-timeout", "0.3")
+    last_error(code, capsys.readouterr().err, "000003.png", "took longer than 0.3 s", "canceled")
+    assert len(fake.cancels) == 1 and fake.predictions[fake.cancels[0]].status == "canceled"
+    assert sorted(p.name for p in (run / "dreams").iterdir()) == ["000001.png", "000002.png"]
+
+
+@pytest.mark.parametrize("token, words", [(None, "needs an API token in REPLICATE_API_TOKEN"),
+                                          ("r8_wrong", "Replicate refused the token in REPLICATE_API_TOKEN (401")])
+def test_token_missing_or_bad(fake, captioned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture, token: str | None, words: str) -> None:
+    run = copy(captioned, tmp_path)
+    if token is None:
+        monkeypatch.delenv("REPLICATE_API_TOKEN")
+    else:
+        monkeypatch.setenv("REPLICATE_API_TOKEN", token)
+    before = snapshot(run)
+    code = cli("generate", run, *REMOTE)
+    one_line_error(code, capsys.readouterr().err, words)
+    assert snapshot(run) == before and not fake.created
+
+
+def test_unknown_version_is_one_line(fake, captioned: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    config = tmp_path / "remote.yaml"
+    config.write_text("replicate:\n  paint_model: stability-ai/sdxl:" + "0" * 64 + "\n")
+    before = snapshot(run)
+    code = cli("generate", run, *REMOTE, "--config", config)
+    one_line_error(code, capsys.readouterr().err, "replicate.paint_model", "is no model or version on Replicate")
+    assert snapshot(run) == before and not fake.created
+
+
+def test_official_model_by_name(fake, captioned: Path, tmp_path: Path) -> None:
+    """OWNER/NAME without a version: the model's own predictions endpoint."""
+    run = copy(captioned, tmp_path)
+    config = tmp_path / "remote.yaml"
+    config.write_text("replicate:\n  paint_model: stability-ai/sdxl\n")
+    assert cli("generate", run, *REMOTE, "--config", config) == 0
+    assert sorted(paints(fake).values()) == [1, 1, 1]
+    assert read_png_text(run / "dreams" / "000001.png")["parameters"].endswith("Model: stability-ai/sdxl")
+    assert fake.posts == ["/v1/models/stability-ai/sdxl/predictions"] * 3
+
+
+def test_max_predictions_refuses_before_creating(fake, clip: Path, extracted: Path, captioned: Path,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fresh = tmp_path / "fresh"
+    shutil.copytree(extracted, fresh)  # extracted: `run` finds its frames up to date
+    code = cli("run", clip, "-o", fresh, "--preset", "tiny", *REMOTE, "--max-predictions", "5")
+    last_error(code, capsys.readouterr().err, "up to 6 prediction(s)", "--max-predictions 5")
+    assert not (fresh / "prompts.csv").exists()
+    run = copy(captioned, tmp_path)
+    before = snapshot(run)
+    code = cli("generate", run, *REMOTE, "--max-predictions", "2")
+    last_error(code, capsys.readouterr().err, "would create 3 prediction(s)")
+    assert snapshot(run) == before and not fake.created
+    assert cli("generate", run, *REMOTE, "--max-predictions", "3") == 0
+
+
+def test_switching_backends_repaints(fake, captioned: Path, tmp_path: Path) -> None:
+    """Remote and local results never pass for each other: their keys differ, per model version too."""
+    run = copy(captioned, tmp_path)
+    assert cli("generate", run, *REMOTE) == 0
+    folder = RunFolder(run)
+    settings = resolve(folder.saved_settings())
+    assert settings.backend == "replicate"
+    assert gen.plan_units(folder, settings)[0] == []  # the folder's backend: all current
+    local = gen.plan_units(folder, settings, backend="local")[0]
+    assert [u.name for u in local] == NAMES  # local would paint every dream again
+    other = resolve(folder.saved_settings(), overrides={"replicate": {"paint_model": "stability-ai/sdxl"}})
+    assert [u.name for u in gen.plan_units(folder, other)[0]] == NAMES
+    remote_rows, local_rows = row_keys(folder, settings, NAMES), row_keys(folder, settings, NAMES, "local")
+    assert all(remote_rows[n] != local_rows[n] for n in NAMES)
+
+
+def test_without_the_client_is_one_line(fake, captioned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    monkeypatch.setitem(sys.modules, "replicate", None)  # what `import replicate` meets when it is not installed
+    before = snapshot(run)
+    code = cli("generate", run, *REMOTE)
+    one_line_error(code, capsys.readouterr().err, "pip install 'video2dream[replicate]'")
+    assert snapshot(run) == before
+
+
+def test_the_telephone_game_is_refused(fake, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A chain's steps carry keys without the backend's part: refused rather than mixed with local ones."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), "navy").save(tmp_path / "cover.png")
+    code = cli("telephone", tmp_path / "cover.png", "-o", tmp_path / "chain", "--preset", "tiny", *REMOTE)
+    one_line_error(code, capsys.readouterr().err, "does not play the telephone game yet", "--backend local")
+    assert not (tmp_path / "chain").exists() and not fake.created
