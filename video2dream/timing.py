@@ -144,7 +144,14 @@ def cut_times(video: Path, start: float, end: float) -> list[float]:
     except Exception as e:  # noqa: BLE001 - OpenCV's reasons are many; one line says which
         raise UserError(f"PySceneDetect could not read {video} ({e.__class__.__name__}: {e}); "
                         "leave out --scene-cuts, or convert the video to mp4") from None
-    return [s[0].get_seconds() for s in scenes[1:] if start < s[0].get_seconds() < end]
+    starts = [_seconds(s[0]) for s in scenes[1:]]
+    return [t for t in starts if start < t < end]
+
+
+def _seconds(timecode: object) -> float:
+    """A PySceneDetect FrameTimecode in seconds (0.7's property, 0.6's method)."""
+    value = getattr(timecode, "seconds", None)
+    return float(value if value is not None and not callable(value) else timecode.get_seconds())
 
 
 # -- frames at any times -------------------------------------------------------------------------
