@@ -138,6 +138,14 @@ def test_bad_timing_settings_are_one_line(click_clip: Path, tmp_path: Path,
     assert cli("extract", click_clip, "-o", tmp_path / "b", "--at", "beats", "--every", "0") == 1
     one_line_error(1, capsys.readouterr().err, "--every")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert cli("extract", click_clip, "-o", tmp_path / "c") == 0
+    before = snapshot(tmp_path / "c")
+    capsys.readouterr()
+    assert cli("generate", tmp_path / "c", "--color-coherence", "rgb") == 1
+    one_line_error(1, capsys.readouterr().err, "--color-coherence", "none, lab")
+    assert cli("assemble", tmp_path / "c", "--transition", "morf") == 1
+    one_line_error(1, capsys.readouterr().err, "--transition", "flow")
+    assert snapshot(tmp_path / "c") == before
 
 
 # -- assemble --transition flow ------------------------------------------------------------------
