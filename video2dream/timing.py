@@ -114,18 +114,20 @@ FINE_HOP = 64  # samples: 3 ms at 22050 Hz
 
 
 def snap(beats: np.ndarray, samples: np.ndarray, reach: float = 0.05) -> list[float]:
-    """Each beat moved to the strongest onset within reach seconds. The tracker works on 23 ms
-    frames and places beats a frame or so late; the attack itself is sharper than that."""
-    import librosa
+    """Each beat moved to the sharpest rise of loudness within reach seconds. The tracker works
+    on 23 ms frames and places beats a frame or so late; the attack itself is sharper than that.
+    (Loudness in 3 ms steps with numpy: librosa's onset envelope at that hop costs seconds a minute.)"""
     import numpy as np
 
-    env = librosa.onset.onset_strength(y=samples, sr=AUDIO_RATE, hop_length=FINE_HOP)
+    n = len(samples) // FINE_HOP
+    rms = np.sqrt((samples[: n * FINE_HOP].astype(np.float64).reshape(n, FINE_HOP) ** 2).mean(axis=1))
+    rise = np.diff(rms, prepend=rms[:1])  # rise[k]: from step k - 1 to step k, which starts at k * hop
     w = max(1, round(reach * AUDIO_RATE / FINE_HOP))
     out = []
     for t in beats:
         c = round(float(t) * AUDIO_RATE / FINE_HOP)
-        lo, hi = max(0, c - w), min(len(env), c + w + 1)
-        k = lo + int(np.argmax(env[lo:hi])) if hi > lo else c
+        lo, hi = max(0, c - w), min(n, c + w + 1)
+        k = lo + int(np.argmax(rise[lo:hi])) if hi > lo and rise[lo:hi].max() > 0 else c
         out.append(k * FINE_HOP / AUDIO_RATE)
     return sorted(set(out))
 

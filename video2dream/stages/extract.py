@@ -111,7 +111,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     current = not force and not other_video and bool(done) and done.get("key") == key \
         and _frames_present(run, done.get("frames", 0))
     # The beats and cuts are found before anything is saved: a soundtrack without beats fails cleanly.
-    keys = [] if current else timing.keyframes(video, probe, ex, start, end)
+    wanted = [] if current else timing.keyframes(video, probe, ex, start, end)
     if on_ready:
         on_ready()
     if other_video:
@@ -125,21 +125,21 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     work.mkdir(parents=True)
     try:
         uniform = ex.at == "seconds" and not ex.scene_cuts  # today's fps grid, exactly as before
-        _run_ffmpeg(video, work, probe, start, ex.fps, [k.time for k in keys], uniform)
-        names = _numbered_frames(work, len(keys), video)
+        _run_ffmpeg(video, work, probe, start, ex.fps, [k.time for k in wanted], uniform)
+        names = _numbered_frames(work, len(wanted), video)
         # ffmpeg may stop a frame short of the last sample when the picture ends early.
-        keys = keys[: len(names)]
+        wanted = wanted[: len(names)]
         from PIL import Image
 
         with Image.open(work / names[0]) as first:
             width, height = first.size
-        _swap_in(run, work, frames_table(names, [k.time for k in keys], [k.kind for k in keys]))
+        _swap_in(run, work, frames_table(names, [k.time for k in wanted], [k.kind for k in wanted]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "probe": probe.to_dict()})
     run.write_record("extract", {"key": key, "frames": len(names), "width": width, "height": height,
                                  "fps": ex.fps, "start": start, "end": end, "at": ex.at,
-                                 "cuts": sum(k.kind == timing.CUT for k in keys)})
+                                 "cuts": sum(k.kind == timing.CUT for k in wanted)})
     return ExtractResult(len(names), False, width, height)
 
 
