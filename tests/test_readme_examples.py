@@ -38,9 +38,11 @@ BLOCKS = readme_blocks()
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What the README's examples name: a 12 s clip with sound, a song, a cover and a folder of covers."""
+    """What the README's examples name: a 12 s clip with sound (a beep each second: beats for --at
+    beats), a song, a cover and a folder of covers."""
     folder = tmp_path_factory.mktemp("readme-media")
-    make_clip(folder / "clip.mp4", "testsrc2=size=192x108:rate=10:duration=12", "sine=frequency=330:duration=12",
+    make_clip(folder / "clip.mp4", "testsrc2=size=192x108:rate=10:duration=12",
+              "sine=frequency=330:beep_factor=4:duration=12",
               args=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"))
     make_clip(folder / "song.wav", "sine=frequency=550:duration=20")
     make_clip(folder / "cover.jpg", "testsrc2=size=160x160", args=("-frames:v", "1"))

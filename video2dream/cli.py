@@ -44,6 +44,14 @@ EXTRACT: list[Option] = [
     (("--start",), "extract.start", _or_none(float), "first second of the source to use (default 0)"),
     (("--end",), "extract.end", _or_none(float), "last second of the source to use (default, or none: the end)"),
 ]
+# Keyframe timing: extract and run only (a telephone game on a video keeps the 1/fps clock).
+TIMING: list[Option] = [
+    (("--at",), "extract.at", str,
+     "seconds (default: a keyframe every 1/fps s) or beats (on the soundtrack's beats)"),
+    (("--every",), "extract.every", int, "with --at beats: a keyframe on every Nth beat (default 1)"),
+    (("--scene-cuts",), "extract.scene_cuts", "flag",
+     "also a keyframe at every shot cut (PySceneDetect); --no-scene-cuts: not (default)"),
+]
 INTERROGATE: list[Option] = [
     (("--mode",), "interrogate.mode", str, "best, classic, fast, negative or caption (default fast)"),
     (("--caption-model",), "interrogate.caption_model", str, "BLIP model id or folder"),
@@ -64,6 +72,8 @@ GENERATE: list[Option] = [
     (("--negative-prompt",), "generate.negative_prompt", str, "added to every frame's negative prompt"),
     (("--seed",), "generate.seed", int, "base seed (default 0)"),
     (("--seed-mode",), "generate.seed_mode", str, "per-frame (seed + frame number) or fixed"),
+    (("--color-coherence",), "generate.color_coherence", str,
+     "lab: match each dream's LAB colour mean and std to its frame's (less flicker); none: off (default)"),
     (("--strength",), "generate.strength", _or_none(float),
      "img2img from the source frame with this strength (0-1]; 0 or none: text to image (default)"),
     (("--width",), "generate.width", _or_none(int, ("none", "auto")),
@@ -81,7 +91,7 @@ GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames
 ASSEMBLE: list[Option] = [
     (("--from",), "assemble.source", str, "dreams (default) or frames"),
     (("--audio",), "assemble.audio", str, "auto (the source's sound), none, or a PATH to take sound from"),
-    (("--transition",), "assemble.transition", str, "cut (default) or crossfade"),
+    (("--transition",), "assemble.transition", str, "cut (default), crossfade or flow (motion-interpolated)"),
     (("--side-by-side",), "assemble.side_by_side", "flag",
      "also write NAME_side_by_side.mp4: frames | dreams; --no-side-by-side: not (default)"),
     (("--out-fps",), "assemble.out_fps", float, "frame rate of the mp4 (default 30)"),
@@ -110,6 +120,7 @@ TELEPHONE_GENERATE: list[Option] = [
     (*_TELEPHONE_HELP[path][:1], path, kind, _TELEPHONE_HELP[path][1]) if path in _TELEPHONE_HELP
     else (flags, path, kind, text)
     for flags, path, kind, text in GENERATE
+    if path != "generate.color_coherence"  # a chain's step has no source frame to match
 ]
 MODELS: list[Option] = [
     (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
@@ -205,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "extract", "take one frame per 1/fps seconds of VIDEO into RUN_DIR/frames")
     p.add_argument("video", metavar="VIDEO")
     p.add_argument("-o", "--output", dest="run_dir", metavar="RUN_DIR", required=True)
-    _add_options(p, EXTRACT)
+    _add_options(p, EXTRACT + TIMING)
     _add_config(p)
     p.add_argument("--force", action="store_true", help="extract again, even from another video")
 
@@ -245,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "run", "extract, interrogate, generate and assemble, skipping what is up to date")
     p.add_argument("video", metavar="VIDEO")
     p.add_argument("-o", "--output", dest="run_dir", metavar="RUN_DIR", required=True)
-    _add_options(p, EXTRACT + INTERROGATE + GENERATE + [GENERATE_BATCH] + ASSEMBLE + MODELS)
+    _add_options(p, EXTRACT + TIMING + INTERROGATE + GENERATE + [GENERATE_BATCH] + ASSEMBLE + MODELS)
     p.add_argument("--caption-batch-size", dest="set:interrogate.batch_size", type=int, default=None,
                    metavar="N", help="frames per caption batch (default 4)")
     _add_config(p)

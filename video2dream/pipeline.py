@@ -179,13 +179,20 @@ def status_data(run: RunFolder) -> dict[str, Any]:
     from .stages import generate, interrogate
 
     data["extract"] = {"state": "done", "frames": done["frames"], "fps": done["fps"],
-                       "width": done["width"], "height": done["height"]}
+                       "width": done["width"], "height": done["height"],
+                       "at": done.get("at", "seconds"), "cuts": done.get("cuts", 0)}
     data["interrogate"] = interrogate.status_data(run, settings)
     data["generate"] = generate.status_data(run, settings)
     data["sound"] = _sound_data(run, settings)
     data["videos"] = _videos_data(run, settings)
     data["settings"] = differences(settings)
     return data
+
+
+def _timing_words(e: dict[str, Any]) -> str:
+    """'at 1.0 fps', 'on the beats', '..., 2 at shot cuts' (a record from before --at: seconds)."""
+    words = "on the beats" if e.get("at") == "beats" else f"at {e['fps']} fps"
+    return words + (f" and {e['cuts']} at shot cuts" if e.get("cuts") else "")
 
 
 def status_report(run: RunFolder) -> str:
@@ -202,7 +209,7 @@ def status_report(run: RunFolder) -> str:
     e = d["extract"]
     if e["state"] == "not run":
         return "\n".join(lines + ["extract     not run"])
-    lines.append(f"extract     {e['frames']} frames at {e['fps']} fps, {e['width']}x{e['height']}")
+    lines.append(f"extract     {e['frames']} frames {_timing_words(e)}, {e['width']}x{e['height']}")
     lines.append(f"interrogate {interrogate.status_line(d['interrogate'])}")
     lines.append(f"generate    {generate.status_line(d['generate'])}")
     lines.append(f"audio       {d['sound'].get('says') or 'cannot be used: ' + d['sound']['error']}")

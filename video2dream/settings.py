@@ -32,8 +32,8 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 #             negative prompt merged with the row's, the dream size worked out from pixels, the
 #             extract's end clipped to the video, the sound file's fingerprint, the chain's length);
 #   PER_CALL  about this one command (`assemble --from frames -o x.mp4`): never saved in the folder.
-# new_if_unset: a setting added after folders were made; left out of keys while unset, so that
-# work made before it existed stays current. tags: what a stage may leave out as a group
+# new_if_unset: a setting added after folders were made; left out of keys while unset (None) or at
+# its default, so that work made before it existed stays current. tags: what a stage may leave out as a group
 # ("size": a stage that hashes the size it works out; "clip": used only by CLIP modes).
 KEY, SPEED, PER_UNIT, PER_CALL = "key", "speed", "per-unit", "per-call"
 ROLES = (KEY, SPEED, PER_UNIT, PER_CALL)
@@ -62,7 +62,7 @@ def key_fields(section: Any, roles: tuple[str, ...] = (KEY,), without: tuple[str
         value = getattr(section, f.name)
         if role_of(f) not in roles or set(f.metadata.get("tags", ())) & set(without):
             continue
-        if f.metadata.get("new_if_unset") and value is None:
+        if f.metadata.get("new_if_unset") and (value is None or value == f.default):
             continue
         out[f.name] = value
     return out
@@ -79,6 +79,11 @@ class ExtractSettings:
     fps: float = setting(1.0, KEY)
     start: float | None = setting(None, PER_UNIT)  # hashed as 0 when unset
     end: float | None = setting(None, PER_UNIT)  # hashed clipped to the video's duration
+    # keyframe timing: "seconds" (every 1/fps s) or "beats" of the soundtrack (every Nth: every);
+    # scene_cuts: also a keyframe at every shot cut. At their defaults they are in no key.
+    at: str = setting("seconds", KEY, new_if_unset=True)
+    every: int = setting(1, KEY, new_if_unset=True)
+    scene_cuts: bool = setting(False, KEY, new_if_unset=True)
 
 
 @dataclass
@@ -114,6 +119,8 @@ class GenerateSettings:
     # an AutoencoderTiny (madebyollin/taesdxl): fast, softer decode
     preview_vae: str | None = setting(None, KEY, new_if_unset=True)
     compile: bool = setting(False, SPEED)  # torch.compile the UNet
+    # "lab": each dream's LAB mean and std matched to its source frame's (less flicker); none: off
+    color_coherence: str = setting("none", KEY, new_if_unset=True)
 
 
 @dataclass
@@ -401,6 +408,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("extract.fps", _within(0.001, 240), "from 0.001 to 240 frames per second"),
     ("extract.start", _within(0, math.inf, none_ok=True), ">= 0 seconds (or none: the beginning)"),
     ("extract.end", lambda v: v is None or v > 0, "> 0 seconds (or none: the end)"),
+    ("extract.every", _within(1, 1000), "a whole number from 1 to 1000 (a keyframe on every Nth beat)"),
     ("interrogate.min_length", _within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens"),
     ("interrogate.max_length", _within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens (BLIP's limit)"),
     ("interrogate.num_beams", _within(1, 64), "from 1 to 64"),
@@ -439,6 +447,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     if e.start is not None and e.end is not None:
         _check(e.end > e.start, "extract.end", f"({e.end}) must be after {{extract.start}} ({e.start})",
                also=("extract.start",), origins=o)
+    _one_of(e.at, "extract.at", ("seconds", "beats"), o)
     _one_of(i.mode, "interrogate.mode", INTERROGATE_MODES, o)
     _check(i.max_length >= i.min_length, "interrogate.max_length",
            f"({i.max_length}) must be >= {{interrogate.min_length}} ({i.min_length})",
@@ -447,6 +456,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     _check("/" in i.clip_model or i.clip_model.startswith("tiny:"), "interrogate.clip_model",
            f"must look like NAME/PRETRAINED, got '{i.clip_model}'", "e.g. ViT-L-14/openai", origins=o)
     _one_of(g.seed_mode, "generate.seed_mode", ("fixed", "per-frame"), o)
+    _one_of(g.color_coherence, "generate.color_coherence", ("none", "lab"), o)
     _check((g.width is None) == (g.height is None), "generate.height" if g.width is None else "generate.width",
            "give {generate.width} and {generate.height} together (or neither: the source's shape)",
            also=("generate.height", "generate.width"), origins=o)
@@ -459,7 +469,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
            "assemble.source", f"must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02, "
            f"got {a.source!r}", origins=o)
-    _one_of(a.transition, "assemble.transition", ("cut", "crossfade"), o)
+    _one_of(a.transition, "assemble.transition", ("cut", "crossfade", "flow"), o)
     _one_of(t.mode, "telephone.mode", TELEPHONE_MODES, o)
     _check(0 <= t.crossfade < t.hold, "telephone.crossfade",
            f"must be >= 0 and shorter than {{telephone.hold}} ({t.hold} s), got {t.crossfade!r}",

@@ -165,10 +165,29 @@ def read_frames(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: the time column must hold numbers (seconds); run extract again") from None
     if not df["time"].is_monotonic_increasing:
         raise UserError(f"{path}: times must increase from row to row; run extract again")
+    _read_kinds(path, df)
     return df
 
 
-def frames_table(filenames: list[str], times: list[float]) -> pd.DataFrame:
+# What a keyframe is (frames.csv's `kind`): on the 1/fps clock, on a beat, or the first frame of a
+# shot. A frames.csv made before the column existed (or a cell left empty) holds ticks.
+FRAME_KINDS = ("tick", "beat", "cut")
+
+
+def _read_kinds(path: Path, df: pd.DataFrame) -> None:
+    if "kind" not in df.columns:
+        df["kind"] = "tick"
+        return
+    df["kind"] = df["kind"].map(lambda v: str(v).strip().lower() or "tick")
+    odd = df.index[~df["kind"].isin(FRAME_KINDS)]
+    if len(odd):
+        row = int(odd[0])
+        raise UserError(f"{path}, row {row + 2} (the header is row 1): kind {_shown(df['kind'][row])} is not one of "
+                        f"{', '.join(FRAME_KINDS)}; fix it, or run extract again")
+
+
+def frames_table(filenames: list[str], times: list[float], kinds: list[str] | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    return pd.DataFrame({"filename": filenames, "time": [f"{t:.6f}" for t in times]})
+    kinds = kinds if kinds is not None else ["tick"] * len(filenames)
+    return pd.DataFrame({"filename": filenames, "time": [f"{t:.6f}" for t in times], "kind": kinds})

@@ -169,6 +169,13 @@ def _video_filters(tl: Timeline, fps: float, transition: str) -> str:
     if transition == "crossfade":
         # framerate blends neighbours by their distance in time: a fade across the whole interval.
         rate = f"framerate=fps={fps!r}:interp_start=0:interp_end=255:scene=100"
+    elif transition == "flow":
+        # Motion-compensated interpolation across the whole interval (each picture is one input
+        # frame at its time). scd=none: two dreams always differ as much as a scene change, and
+        # minterpolate would only repeat frames there. tpad: minterpolate stops at its last input
+        # frame, so copies of the last picture carry it to the end (-t cuts the rest).
+        rate = (f"tpad=stop_mode=clone:stop_duration=1,minterpolate=fps={fps!r}:mi_mode=mci:mc_mode=aobmc"
+                ":me_mode=bidir:vsbmc=1:scd=none")
     else:
         rate = f"fps=fps={fps!r}:round=up"
     return f"{fit},{rate},format=yuv420p"

@@ -6,19 +6,23 @@ late. -copyts keeps the source timestamps, so seeking with --start never drops t
 The timestamps are shifted so the first sample is at 0 (setpts) rather than passing the start to the
 fps filter: the filter checks end-of-stream on the unshifted 1/fps grid, which loses the last samples
 (all of them for --start 2.9 on a 3 s clip) when the start is not a multiple of 1/fps.
+
+With --at beats or --scene-cuts the keyframes are at any times (video2dream.timing): setpts maps
+the k-th time to k seconds (piecewise linear, increasing), and the same fps filter at 1 fps takes
+for each the frame on screen then. frames.csv says what each keyframe is (tick, beat or cut).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import media
+from .. import media, timing
 from ..errors import SettingError, UserError
 from ..progress import progress_bar, say
 from ..runfolder import TMP_MARK, RunFolder, raise_write_error, temp_path
@@ -41,8 +45,16 @@ class ExtractResult:
 
 def sample_times(start: float, end: float, fps: float) -> list[float]:
     """Sample times start, start + 1/fps, ... before end; at least one."""
-    count = max(1, math.ceil((end - start) * fps - 1e-9))
-    return [start + k / fps for k in range(count)]
+    return timing.ticks(start, end, fps)
+
+
+def extract_key(fingerprint: str, ex, start: float, end: float) -> str:
+    """The key of the frames: the video, the key settings, start and end as they apply. --every
+    counts beats: with --at seconds it changes nothing, so it is not in the key then."""
+    fields = key_fields(ex)
+    if ex.at != "beats":
+        fields.pop("every", None)
+    return stable_hash(fingerprint, *fields.values(), start, end)
 
 
 def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool) -> bool:
@@ -82,44 +94,52 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
             on_ready: Callable[[], None] | None = None) -> ExtractResult:
     video = Path(video)
     probe = media.probe(video)  # fails before anything in the run folder is touched
+    ex = settings.extract
+    if ex.at == "beats" and not probe.has_audio:
+        raise UserError(f"{video} has no sound, so --at beats has no beats to follow; use --at seconds, "
+                        "or give a video with a soundtrack")
     fingerprint = media.fingerprint(video)
     other_video = check_same_source(run, video, fingerprint, force)
-    ex = settings.extract
     start = ex.start or 0.0
     end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
     if start >= probe.duration:
         raise SettingError("extract.start", f"{start} is past the end of {video} ({probe.duration:.2f} s)")
     if probe.fps and ex.fps > probe.fps * 1.01:  # not refused: a saved --fps must not fail the next video
         say(f"--fps {ex.fps:g} is above the frame rate of {video.name} ({probe.fps:g} fps): frames will repeat")
-    key = stable_hash(fingerprint, *key_fields(ex).values(), start, end)  # start and end as they apply
+    key = extract_key(fingerprint, ex, start, end)
+    done = run.read_record("extract")
+    current = not force and not other_video and bool(done) and done.get("key") == key \
+        and _frames_present(run, done.get("frames", 0))
+    # The beats and cuts are found before anything is saved: a soundtrack without beats fails cleanly.
+    wanted = [] if current else timing.keyframes(video, probe, ex, start, end)
     if on_ready:
         on_ready()
     if other_video:
         start_over(run)
-    done = run.read_record("extract")
-    if not force and done and done.get("key") == key and _frames_present(run, done.get("frames", 0)):
+    if current:
         return ExtractResult(done["frames"], True, done["width"], done["height"])
 
     run.ensure()
     run.remove_temporaries()
-    times = sample_times(start, end, ex.fps)
     work = run.root / f"frames{TMP_MARK}{os.getpid()}"
     work.mkdir(parents=True)
     try:
-        _run_ffmpeg(video, work, probe, start, ex.fps, len(times))
-        names = _numbered_frames(work, len(times), video)
+        uniform = ex.at == "seconds" and not ex.scene_cuts  # today's fps grid, exactly as before
+        _run_ffmpeg(video, work, probe, start, ex.fps, [k.time for k in wanted], uniform)
+        names = _numbered_frames(work, len(wanted), video)
         # ffmpeg may stop a frame short of the last sample when the picture ends early.
-        times = times[: len(names)]
+        wanted = wanted[: len(names)]
         from PIL import Image
 
         with Image.open(work / names[0]) as first:
             width, height = first.size
-        _swap_in(run, work, frames_table(names, times))
+        _swap_in(run, work, frames_table(names, [k.time for k in wanted], [k.kind for k in wanted]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "probe": probe.to_dict()})
     run.write_record("extract", {"key": key, "frames": len(names), "width": width, "height": height,
-                                 "fps": ex.fps, "start": start, "end": end})
+                                 "fps": ex.fps, "start": start, "end": end, "at": ex.at,
+                                 "cuts": sum(k.kind == timing.CUT for k in wanted)})
     return ExtractResult(len(names), False, width, height)
 
 
@@ -147,23 +167,45 @@ def _frames_present(run: RunFolder, count: int) -> bool:
         return False
 
 
-def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fps: float, count: int) -> None:
+# Longer filter text goes through a file (`-/vf FILE`, ffmpeg 7 or newer): one argument may hold 128 KiB.
+LONG_FILTER = 100_000
+
+
+def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fps: float, times: list[float],
+                uniform: bool) -> None:
+    """The frame on screen at each of times (uniform: the 1/fps grid from start, as times are)."""
     # Timestamps are rounded (Matroska keeps whole milliseconds), so a frame may be stamped a bit
     # after the instant it belongs to: count frames as on screen a little before their timestamps,
     # or sampling at the source's own rate would repeat some frames and skip others.
-    slack = min(0.001, 0.25 / fps, 0.25 / probe.fps if probe.fps else 1.0)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    slack = min(0.001, 0.25 / fps if uniform else min(gaps, default=1.0) / 4, 0.25 / probe.fps if probe.fps else 1.0)
     offset = probe.start + start + slack
-    filters = [f"setpts=PTS-({offset:.9f})/TB", f"fps=fps={fps!r}:start_time=0:round=up"]
+    filters = [f"setpts=PTS-({offset:.9f})/TB"]
+    if uniform:
+        filters.append(f"fps=fps={fps!r}:start_time=0:round=up")
+    else:  # the k-th time becomes k seconds: the same filter then takes the frame on screen at each
+        filters += [f"setpts='({timing.warp([t - start for t in times])})/TB'", "fps=fps=1:start_time=0:round=up"]
     if abs(probe.sar - 1.0) > 1e-3:
         filters.append("scale='round(iw*sar/2)*2':ih,setsar=1")  # square pixels
     args = []
     if start > 0 and probe.format.startswith(SEEKS_TO_KEYFRAMES):
         args += ["-ss", f"{start!r}", "-noaccurate_seek"]
-    # Absolute paths, the folder's '%' escaped: exactly these files, whatever the names (issue 9).
-    # 0:V is the first video stream that is not cover art (an attached picture).
-    args += ["-copyts", "-i", media.arg(video), "-map", "0:V:0", "-vf", ",".join(filters),
-             "-frames:v", str(count), "-pix_fmt", "rgb24", "-start_number", "1",
-             media.image_pattern(out_dir, "%06d.png")]
+    graph = ",".join(filters)
+    with tempfile.TemporaryDirectory() as tmp:
+        vf = ["-vf", graph]
+        if len(graph) > LONG_FILTER:
+            script = Path(tmp) / "filters.txt"
+            script.write_text(graph, encoding="utf-8")
+            vf = ["-/vf", str(script)]
+        # Absolute paths, the folder's '%' escaped: exactly these files, whatever the names (issue 9).
+        # 0:V is the first video stream that is not cover art (an attached picture).
+        args += ["-copyts", "-i", media.arg(video), "-map", "0:V:0", *vf,
+                 "-frames:v", str(len(times)), "-pix_fmt", "rgb24", "-start_number", "1",
+                 media.image_pattern(out_dir, "%06d.png")]
+        _ffmpeg_frames(args, len(times), video, out_dir)
+
+
+def _ffmpeg_frames(args: list[str], count: int, video: Path, out_dir: Path) -> None:
     with progress_bar(total=count, desc="extract", unit="frame") as bar:
         def update(block: dict[str, str]) -> None:
             if block.get("frame", "").isdigit():

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError
 from ..progress import progress_bar, say
 from ..runfolder import RunFolder
-from ..settings import Settings, key_fields, stable_hash
+from ..settings import GenerateSettings, Settings, key_fields, stable_hash
 from ..tables import moment_tolerance, parse_time, read_frames, same_moment
 from ..units import Unit, merge_negative, paint_params, seed_for
 from .interrogate import orphans_path, read_prompts
@@ -140,10 +140,16 @@ def to_units(run: RunFolder, settings: Settings, jobs: list[Job], size: tuple[in
     g = settings.generate
     source = run.frames_dir.relative_to(run.root).as_posix()
     units = [Unit(j.name, "paint", (f"{source}/{j.name}",) if g.strength else (),
-                  paint_params(j.prompt, j.negative_prompt, j.seed, size, g.steps, g.guidance, g.strength, g.lora),
-                  j.key)
+                  _params(j, size, g), j.key)
              for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
     return units
+
+
+def _params(j: Job, size: tuple[int, int], g: GenerateSettings) -> dict[str, Any]:
+    params = paint_params(j.prompt, j.negative_prompt, j.seed, size, g.steps, g.guidance, g.strength, g.lora)
+    if g.color_coherence != "none":  # applied by commit (on every backend's result), shown in the A1111 text
+        params["color_coherence"] = g.color_coherence
+    return params
 
 
 def generate(run: RunFolder, settings: Settings, force: bool = False,
@@ -210,15 +216,24 @@ def a1111_text(params: dict[str, Any], painted: Painted) -> str:
         extra["Denoising strength"] = p["strength"]
     if p["lora"]:
         extra["Lora"] = p["lora"]
+    if p.get("color_coherence"):
+        extra["Color coherence"] = p["color_coherence"].upper()
     return a1111_parameters(p["prompt"], p["negative_prompt"], p["steps"], painted.sampler, p["guidance"],
                             p["seed"], p["width"], p["height"], painted.model, extra)
 
 
 def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
-    """Write one dream: the picture, its A1111 text and its key (temp name, then rename)."""
+    """Write one dream: the picture (its colours matched to its frame's with --color-coherence lab),
+    its A1111 text and its key (temp name, then rename). Matching here, where every backend's
+    result is committed, makes a remote backend's dreams the same as a local one's."""
     from ..pngmeta import save_png
 
-    save_png(painted.image, run.dreams_dir / unit.name, a1111_text(unit.params, painted), {KEY_CHUNK: unit.key})
+    image = painted.image
+    if unit.params.get("color_coherence") == "lab":
+        from ..color import match_lab
+
+        image = match_lab(image, run.frames_dir / unit.name)
+    save_png(image, run.dreams_dir / unit.name, a1111_text(unit.params, painted), {KEY_CHUNK: unit.key})
     return unit.name
 
 
