@@ -171,6 +171,8 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
         for name in commit_behind(run, runner.execute(run.root, todo, settings), commit):
             result.painted.append(name)
             bar.update(1)
+    if settings.generate.prompt_weighting:  # every dream now reads its prompt whole: no list of cuts is true
+        (run.root / "truncated.csv").unlink(missing_ok=True)
     return result
 
 
