@@ -95,6 +95,12 @@ def _quiet_diffusers() -> Iterator[None]:
         tlog.set_verbosity(levels[1])
 
 
+def _offline_quiet() -> contextlib.AbstractContextManager:
+    """Offline, diffusers warns "Couldn't connect to the Hub ... will try the cache" before each
+    load from the hub: noise, as a model missing from the cache fails in one line of our own."""
+    return _quiet_diffusers() if hub.offline() else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _hushed_load_bars(local: bool) -> Iterator[None]:
     """diffusers and transformers draw a bar per pipeline and per weights file while loading, even
@@ -206,7 +212,7 @@ class Painter:
                     _quiet_diffusers():  # its saved config lists keys its __init__ ignores
                 kwargs["vae"] = AutoencoderTiny.from_pretrained(
                     hub.resolve(preview_vae), **_dtype_kwargs(self.dtype))
-        quiet = _quiet_diffusers() if preview_vae else contextlib.nullcontext()  # "expected KL"
+        quiet = _quiet_diffusers() if preview_vae else _offline_quiet()  # "expected KL"
         with hub.loading("SDXL model", model), _hushed_load_bars(Path(source).exists()), quiet:
             if Path(source).is_file():  # an A1111 / ComfyUI checkpoint file (.safetensors)
                 pipe = StableDiffusionXLPipeline.from_single_file(source, **kwargs)
@@ -266,7 +272,7 @@ class Painter:
         from diffusers import StableDiffusionXLImg2ImgPipeline
 
         local = hub.is_tiny(refiner) or Path(refiner).exists()
-        with hub.loading("SDXL refiner", refiner), _hushed_load_bars(local):
+        with hub.loading("SDXL refiner", refiner), _hushed_load_bars(local), _offline_quiet():
             source = hub.resolve(refiner)
             shared = {"vae": self.pipe.vae, "text_encoder_2": self.pipe.text_encoder_2}
             if Path(source).is_file():
@@ -293,12 +299,12 @@ class Painter:
 
         module, name = control_module(spec)
         local = hub.is_tiny(name) or Path(name).exists()
-        with hub.loading("ControlNet", name), _hushed_load_bars(local):
+        with hub.loading("ControlNet", name), _hushed_load_bars(local), _offline_quiet():
             net = ControlNetModel.from_pretrained(hub.resolve(name), **_dtype_kwargs(self.dtype))
         depth = None
         if module == "depth":
             model = depth_model or "Intel/dpt-hybrid-midas"
-            with _hushed_load_bars(hub.is_tiny(model) or Path(model).exists()):
+            with _hushed_load_bars(hub.is_tiny(model) or Path(model).exists()), _offline_quiet():
                 depth = DepthEstimator(model, self.device, self.dtype)
         return module, net.to(self.device), depth
 
