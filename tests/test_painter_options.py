@@ -212,3 +212,34 @@ def test_the_telephone_paints_with_the_options(tmp_path: Path) -> None:
     text = parse_parameters(read_png_text(out / "step_002.png")["parameters"])
     assert text["Refiner"] == "tiny-sdxl-refiner" and text["ControlNet 0"].startswith("Module: canny")
     assert text["Telephone step"] == "2"
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--prompt-weighting", "compel"), ("--prompt-weighting", "a1111, none")),
+    (("--refiner-switch", "1.0"), ("--refiner-switch", "between 0 and 1")),
+    (("--control-scale", "3"), ("--control-scale", "from 0 to 2")),
+    (("--refiner", "a/b", "--controlnet", "canny", "--strength", "0.5"), ("--refiner", "--controlnet", "--strength")),
+])
+def test_bad_option_values_are_one_line(flags: tuple[str, ...], words: tuple[str, ...], plain: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    before = snapshot(plain)
+    capsys.readouterr()
+    one_line_error(cli("generate", plain, *flags), capsys.readouterr().err, *words)
+    assert snapshot(plain) == before
+
+
+def test_the_options_are_flags_of_run_and_telephone_and_go_back_to_none() -> None:
+    from video2dream.cli import build_parser, command_flags, overrides
+    from video2dream.settings import describe
+
+    parser = build_parser()
+    for command in ("generate", "run", "telephone"):
+        assert {"generate.refiner", "generate.refiner_switch", "generate.prompt_weighting", "generate.controlnet",
+                "generate.control_scale", "generate.depth_model"} <= set(command_flags(parser, command))
+    on = resolve(overrides=overrides(parser.parse_args(["generate", "r", *REFINER, *WEIGHTED, *CONTROLNET])))
+    assert (on.generate.refiner, on.generate.prompt_weighting, on.generate.controlnet) == (
+        "tiny:sdxl-refiner", "a1111", "canny:tiny:controlnet-sdxl")
+    off = resolve(saved=on.to_dict(), overrides=overrides(parser.parse_args([
+        "generate", "r", "--refiner", "none", "--refiner-switch", "0.8", "--prompt-weighting", "none",
+        "--controlnet", "none", "--control-scale", "0.5"])))
+    assert describe(off) == []

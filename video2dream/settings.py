@@ -390,7 +390,8 @@ def _absolute_paths(s: Settings) -> None:
         from .models.controlnet import control_module
 
         module, model = control_module(g.controlnet)
-        g.controlnet = g.controlnet if g.controlnet == module else f"{module}:{_absolute(model)}"
+        if _absolute(model) != model:  # a local ControlNet folder
+            g.controlnet = f"{module}:{_absolute(model)}"
     if a.audio not in ("auto", "none"):
         a.audio = _absolute(a.audio)
 
