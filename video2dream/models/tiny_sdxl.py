@@ -9,8 +9,10 @@ cut at 77 tokens exactly where the real model cuts them.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,24 @@ def build_tiny_taesdxl(dest: Path) -> None:
     tae.save_pretrained(Path(dest))
 
 
+@contextlib.contextmanager
+def _no_bars() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" bars while a tiny model is built."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
+
+
 def _tiny_sdxl_parts() -> dict[str, Any]:
     """The tiny base's second text encoder, its tokenizer and its VAE: the refiner shares them, as
     stabilityai's refiner shares the base's OpenCLIP bigG encoder and VAE."""
@@ -214,9 +234,10 @@ def _tiny_sdxl_parts() -> dict[str, Any]:
     from .hub import tiny_model_dir
 
     base = tiny_model_dir("tiny:sdxl")
-    return {"text_encoder_2": CLIPTextModelWithProjection.from_pretrained(base / "text_encoder_2"),
-            "tokenizer_2": CLIPTokenizer.from_pretrained(base / "tokenizer_2"),
-            "vae": AutoencoderKL.from_pretrained(base / "vae")}
+    with _no_bars():
+        return {"text_encoder_2": CLIPTextModelWithProjection.from_pretrained(base / "text_encoder_2"),
+                "tokenizer_2": CLIPTokenizer.from_pretrained(base / "tokenizer_2"),
+                "vae": AutoencoderKL.from_pretrained(base / "vae")}
 
 
 def build_tiny_refiner(dest: Path) -> None:
@@ -225,7 +246,6 @@ def build_tiny_refiner(dest: Path) -> None:
     instead of 6) and a UNet that attends to text_encoder_2's states alone."""
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
-    from transformers.utils import logging as hf_logging
 
     parts = _tiny_sdxl_parts()
     text_hidden = parts["text_encoder_2"].config.hidden_size  # 32 (the real refiner: 1280)
@@ -250,13 +270,8 @@ def build_tiny_refiner(dest: Path) -> None:
         vae=parts["vae"], text_encoder=None, text_encoder_2=parts["text_encoder_2"], tokenizer=None,
         tokenizer_2=parts["tokenizer_2"], unet=unet, scheduler=scheduler,
         requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with _no_bars():
         pipe.save_pretrained(dest)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     vocab, merges = clip_vocab_and_merges()
     _write_hub_tokenizer_files(Path(dest) / "tokenizer_2", vocab, merges)
 
@@ -270,7 +285,8 @@ def build_tiny_controlnet(dest: Path) -> None:
 
     from .hub import tiny_model_dir
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_model_dir("tiny:sdxl") / "unet")
+    with _no_bars():
+        unet = UNet2DConditionModel.from_pretrained(tiny_model_dir("tiny:sdxl") / "unet")
     torch.manual_seed(SEED + 3)
     net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
     zero_convs = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
@@ -278,7 +294,8 @@ def build_tiny_controlnet(dest: Path) -> None:
         for conv in zero_convs:
             torch.nn.init.normal_(conv.weight, std=0.3)
             torch.nn.init.zeros_(conv.bias)
-    net.save_pretrained(Path(dest))
+    with _no_bars():
+        net.save_pretrained(Path(dest))
 
 
 def build_tiny_dpt(dest: Path) -> None:
@@ -291,5 +308,6 @@ def build_tiny_dpt(dest: Path) -> None:
                        intermediate_size=37, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 16, 32],
                        fusion_hidden_size=16, head_in_index=-1, is_hybrid=False, reassemble_factors=[4, 2, 1, 0.5])
     torch.manual_seed(SEED + 4)
-    DPTForDepthEstimation(config).eval().save_pretrained(Path(dest))
+    with _no_bars():
+        DPTForDepthEstimation(config).eval().save_pretrained(Path(dest))
     DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(Path(dest))
