@@ -243,3 +243,23 @@ def test_the_options_are_flags_of_run_and_telephone_and_go_back_to_none() -> Non
         "generate", "r", "--refiner", "none", "--refiner-switch", "0.8", "--prompt-weighting", "none",
         "--controlnet", "none", "--control-scale", "0.5"])))
     assert describe(off) == []
+
+
+def test_a_depth_controlnet_follows_its_frame_in_img2img() -> None:
+    from video2dream.models.painter import Painter
+
+    painter = Painter("tiny:sdxl", device="cpu", dtype="fp32", controlnet="depth:tiny:controlnet-sdxl",
+                      depth_model="tiny:dpt")
+    assert painter.control_module == "depth" and painter.depth is not None
+
+    def paint(frame: Image.Image, scale: float) -> bytes:
+        (im,) = painter.paint(["a lighthouse"], [""], [1], 64, 64, 2, 5.0, strength=0.7, init_images=[square()],
+                              control_frames=[frame], control_scale=scale)
+        return im.tobytes()
+
+    flat = Image.new("RGB", (64, 64), (128, 128, 128))
+    assert paint(square(), 1.0) == paint(square(), 1.0)  # the same frame: the same dream
+    assert paint(square(), 1.0) != paint(flat, 1.0)  # another frame's depth: another dream
+    assert paint(square(), 1.0) != paint(square(), 0.2)  # the weight counts
+    assert type(painter.control_pipe(True)).__name__ == "StableDiffusionXLControlNetImg2ImgPipeline"
+    assert painter.control_pipe(True).unet is painter.pipe.unet  # built from the loaded modules
