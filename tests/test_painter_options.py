@@ -57,10 +57,9 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
                      args=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
     run = root / "run"
     assert cli("extract", clip, "-o", run, "--preset", "tiny") == 0
-    assert cli("interrogate", run, "--preset", "tiny", "--mode", "caption") == 0
-    df = pd.read_csv(run / "prompts.csv", dtype=str, keep_default_na=False)
-    df["prompt"] = PROMPTS
-    write_csv(run / "prompts.csv", df)
+    frames = pd.read_csv(run / "frames.csv", dtype=str, keep_default_na=False)  # prompts written by hand:
+    write_csv(run / "prompts.csv", pd.DataFrame({"filename": frames["filename"], "time": frames["time"],
+                                                 "prompt": PROMPTS, "negative_prompt": ""}))
     assert cli("generate", run, *SMALL) == 0
     assert (run / "truncated.csv").is_file()  # without weighting, the long prompts are cut
     return run
