@@ -234,7 +234,6 @@ class Painter:
         self._control_pipes: dict[bool, Any] = {}  # img2img? -> the ControlNet pipeline
         self.refiner_name = refiner
         self.refiner = self._load_refiner(refiner, scheduler) if refiner else None
-        self.controlnet_spec = controlnet
         self.control_module, self.controlnet, self.depth = self._load_controlnet(controlnet, depth_model)
         self.prompt_weighting = prompt_weighting if prompt_weighting not in (None, "none") else None
         self._encoders: dict[str, Any] = {}
@@ -326,10 +325,6 @@ class Painter:
     def model_name(self) -> str:
         """A short name for A1111's `Model:` field: the hub id, a folder's or file's name."""
         return short_name(self.model)
-
-    @property
-    def refiner_short_name(self) -> str | None:
-        return short_name(self.refiner_name) if self.refiner_name else None
 
     @property
     def sampler_name(self) -> str:
