@@ -42,9 +42,10 @@ def test_bench_run_loads_each_model_once_per_stage() -> None:
 
 
 def test_bench_painter_variants() -> None:
-    out = bench("bench_painter.py", "--size", "64", "--steps", "1", "--batch", "1", "--repeat", "1",
-                "--variants", "plain,tune,preview-vae")
+    out = bench("bench_painter.py", "--size", "64", "--steps", "2", "--batch", "1", "--repeat", "1",
+                "--variants", "plain,tune,preview-vae,refiner,weighting,controlnet")
     assert "preview-vae" in out and "tune" in out
+    assert "refiner" in out and "weighting" in out and "controlnet" in out
 
 
 def test_bench_gpu_logic_with_tiny_models() -> None:

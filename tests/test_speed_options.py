@@ -6,12 +6,12 @@ import pytest
 
 from video2dream.cli import build_parser, overrides
 from video2dream.errors import UserError
-from video2dream.settings import KEY, PER_UNIT, GenerateSettings, key_fields, resolve
+from video2dream.settings import KEY, PER_UNIT, GenerateSettings, inactive_tags, key_fields, resolve
 
 
 def generate_key_fields(g: GenerateSettings) -> dict:
     """generate's settings as keys see them (the dream's own and its per-frame ones)."""
-    return key_fields(g, roles=(KEY, PER_UNIT))
+    return key_fields(g, roles=(KEY, PER_UNIT), without=inactive_tags(g))
 
 
 def test_flags_reach_the_settings() -> None:
@@ -26,7 +26,8 @@ def test_compile_is_not_in_the_key_and_unset_new_knobs_keep_old_keys() -> None:
 
     g = GenerateSettings()
     old = dataclasses.asdict(g)
-    for new in ("compile", "preview_vae", "batch_size"):  # batch_size: always left out, by generate itself
+    later = ("refiner", "refiner_switch", "prompt_weighting", "controlnet", "control_scale", "depth_model")
+    for new in ("compile", "preview_vae", "batch_size", *later):  # batch_size: always left out, by generate itself
         old.pop(new)
     assert generate_key_fields(g) == old  # dreams painted before these knobs stay current
     assert generate_key_fields(dataclasses.replace(g, compile=True)) == old

@@ -86,6 +86,18 @@ GENERATE: list[Option] = [
      "a tiny AutoencoderTiny VAE for fast previews (e.g. madebyollin/taesdxl; softer pictures; none: off)"),
     (("--compile",), "generate.compile", "flag",
      "torch.compile the UNet (pays off on a GPU for long runs); --no-compile: off (default)"),
+    (("--refiner",), "generate.refiner", str,
+     "an SDXL refiner that finishes each dream (stabilityai/stable-diffusion-xl-refiner-1.0; none: off, default)"),
+    (("--refiner-switch",), "generate.refiner_switch", float,
+     "the part of the denoising the base does before the refiner takes over (default 0.8)"),
+    (("--prompt-weighting",), "generate.prompt_weighting", str,
+     "a1111: prompts read whole (75-token chunks) with (word:1.3) weights; none: cut at 77 tokens (default)"),
+    (("--controlnet",), "generate.controlnet", str,
+     "keep the source's composition: canny, depth, or [canny:|depth:]ID_OR_PATH of an SDXL ControlNet "
+     "(none: off, default)"),
+    (("--control-scale",), "generate.control_scale", float, "the ControlNet's weight, 0-2 (default 0.5)"),
+    (("--depth-model",), "generate.depth_model", str,
+     "the depth estimator of --controlnet depth (default Intel/dpt-hybrid-midas)"),
 ]
 GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames per pipeline call (default 1)")
 ASSEMBLE: list[Option] = [

@@ -68,6 +68,19 @@ def key_fields(section: Any, roles: tuple[str, ...] = (KEY,), without: tuple[str
     return out
 
 
+def inactive_tags(g: GenerateSettings) -> tuple[str, ...]:
+    """Tags of generate settings that change nothing while the option they tune is off (the refiner's
+    switch without a refiner): keys leave them out, so that work made without the option stays current."""
+    from .models.controlnet import control_module
+
+    off = [] if g.refiner else ["refiner"]
+    if not g.controlnet:
+        off.append("controlnet")
+    if not g.controlnet or control_module(g.controlnet)[0] != "depth":
+        off.append("depth")
+    return tuple(off)
+
+
 def per_call_paths(settings: Settings) -> list[tuple[str, str]]:
     """(section, name) of the settings that are about one command and never saved."""
     return [(section, f.name) for section in SECTIONS for f in fields(getattr(settings, section))
@@ -121,6 +134,14 @@ class GenerateSettings:
     compile: bool = setting(False, SPEED)  # torch.compile the UNet
     # "lab": each dream's LAB mean and std matched to its source frame's (less flicker); none: off
     color_coherence: str = setting("none", KEY, new_if_unset=True)
+    # SDXL's refiner takes over the base's latents at refiner_switch of the denoising
+    refiner: str | None = setting(None, KEY, new_if_unset=True)
+    refiner_switch: float = setting(0.8, KEY, tags=("refiner",))  # in keys only with a refiner
+    # a1111: prompts in 75-token chunks (nothing cut) with (word:1.3) weights; None (none): as before
+    prompt_weighting: str | None = setting(None, KEY, new_if_unset=True)
+    controlnet: str | None = setting(None, KEY, new_if_unset=True)  # canny, depth, [MODULE:]ID_OR_PATH
+    control_scale: float = setting(0.5, KEY, tags=("controlnet",))  # in keys only with a ControlNet
+    depth_model: str = setting("Intel/dpt-hybrid-midas", KEY, tags=("depth",))  # for --controlnet depth
 
 
 @dataclass
@@ -361,7 +382,7 @@ def normalize(s: Settings) -> None:
         g.strength = None
     g.width = g.width or None
     g.height = g.height or None
-    for name in ("scheduler", "lora", "vae", "preview_vae"):
+    for name in ("scheduler", "lora", "vae", "preview_vae", "refiner", "prompt_weighting", "controlnet"):
         value = getattr(g, name)
         if value is not None and value.strip().lower() in ("", "none", "default"):
             setattr(g, name, None)
@@ -381,13 +402,19 @@ def _absolute_paths(s: Settings) -> None:
     arch, sep, pretrained = i.clip_model.partition("/")
     if sep and Path(pretrained).expanduser().is_file():  # NAME/PRETRAINED: a weights file
         i.clip_model = f"{arch}/{_absolute(pretrained)}"
-    for name in ("model", "vae", "preview_vae"):
+    for name in ("model", "vae", "preview_vae", "refiner", "depth_model"):
         if getattr(g, name):
             setattr(g, name, _absolute(getattr(g, name)))
     if g.lora:
         head, sep, tail = g.lora.rpartition(":")
         scaled = bool(sep and head) and _finite_text(tail)
         g.lora = f"{_absolute(head)}:{tail}" if scaled else _absolute(g.lora)
+    if g.controlnet:
+        from .models.controlnet import control_module
+
+        module, model = control_module(g.controlnet)
+        if _absolute(model) != model:  # a local ControlNet folder
+            g.controlnet = f"{module}:{_absolute(model)}"
     if a.audio not in ("auto", "none"):
         a.audio = _absolute(a.audio)
 
@@ -426,6 +453,8 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
      f"a multiple of 8 from 64 to {MAX_SIDE} (0 or auto: the source's shape)"),
     ("generate.pixels", _within(64 * 64, MAX_PIXELS), f"from {64 * 64} to {MAX_PIXELS} pixels"),
     ("generate.batch_size", _within(1, 64), "from 1 to 64 frames"),
+    ("generate.refiner_switch", lambda v: 0 < v < 1, "between 0 and 1 (the part of the denoising the base does)"),
+    ("generate.control_scale", _within(0, 2), "from 0 to 2 (the ControlNet's weight)"),
     ("assemble.out_fps", _within(1, 240), "from 1 to 240 frames per second"),
     ("assemble.crf", _within(0, 51), "from 0 (lossless) to 51 (x264's range)"),
     ("telephone.steps", _within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
@@ -466,6 +495,12 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
                also=("generate.height",), origins=o)
     _check(not (g.vae and g.preview_vae), "generate.vae", "give {generate.vae} or {generate.preview_vae}, not both",
            "none turns one off", also=("generate.preview_vae",), origins=o)
+    if g.prompt_weighting is not None:
+        _one_of(g.prompt_weighting, "generate.prompt_weighting", PROMPT_WEIGHTINGS, o)
+    _check(not (g.refiner and g.controlnet and g.strength), "generate.refiner",
+           "with {generate.controlnet} works from text only: diffusers' ControlNet img2img cannot hand its "
+           "latents to a refiner", "drop {generate.strength}, {generate.refiner} or {generate.controlnet}",
+           also=("generate.controlnet", "generate.strength"), origins=o)
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
            "assemble.source", f"must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02, "
            f"got {a.source!r}", origins=o)
@@ -487,6 +522,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
 
 INTERROGATE_MODES = ("best", "classic", "fast", "negative", "caption")
 TELEPHONE_MODES = ("caption", "fast", "classic", "best", "negative")
+PROMPT_WEIGHTINGS = ("a1111", "none")
 DTYPES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
 

@@ -68,14 +68,31 @@ def caption_params(i: InterrogateSettings) -> dict[str, Any]:
 
 def paint_params(prompt: str, negative_prompt: str, seed: int, size: tuple[int, int], steps: int,
                  guidance: float, strength: float | None, lora: str | None,
-                 leading: dict[str, Any] | None = None) -> dict[str, Any]:
+                 leading: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A paint unit's parameters: everything its picture and its A1111 text depend on, but the model.
-    leading: fields its A1111 text shows first (the telephone's step)."""
+    leading: fields its A1111 text shows first (the telephone's step); options: painter_options."""
     params = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed), "width": size[0],
-              "height": size[1], "steps": steps, "guidance": guidance, "strength": strength, "lora": lora}
+              "height": size[1], "steps": steps, "guidance": guidance, "strength": strength, "lora": lora,
+              **(options or {})}
     if leading:
         params["leading"] = dict(leading)
     return params
+
+
+def painter_options(g: GenerateSettings) -> dict[str, Any]:
+    """The refiner's and the ControlNet's parameters, for a paint unit: only those that are on (a
+    unit without them is as before)."""
+    out: dict[str, Any] = {}
+    if g.refiner:
+        out.update(refiner=g.refiner, refiner_switch=g.refiner_switch)
+    if g.controlnet:
+        out.update(controlnet=g.controlnet, control_scale=g.control_scale)
+    return out
+
+
+def needs_source(g: GenerateSettings) -> bool:
+    """Whether a paint unit reads its source picture: img2img starts from it, ControlNet follows it."""
+    return bool(g.strength or g.controlnet)
 
 
 def seed_for(g: GenerateSettings, index: int) -> int:

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 # Parameters a batch shares (one model call takes them once); the rest may differ per unit.
-SHARED = {"paint": ("width", "height", "steps", "guidance", "strength"),
+SHARED = {"paint": ("width", "height", "steps", "guidance", "strength", "controlnet", "control_scale",
+                   "refiner", "refiner_switch"),
           "caption": ("min_length", "max_length", "num_beams", "no_repeat_ngram_size", "mode")}
 
 
@@ -41,6 +42,8 @@ class LocalBackend(Backend):
 
     def token_limits(self, units: list[Unit], settings: Settings) -> dict[str, tuple[str, str]]:
         painter = self._get("paint", settings)
+        if painter.prompt_weighting:  # prompts are encoded whole, in chunks: nothing is cut
+            return {}
         limits = {u.name: painter.token_limit(u.params["prompt"]) for u in units if u.kind == "paint"}
         return {n: cut for n, cut in limits.items() if cut[1]}
 
@@ -60,10 +63,12 @@ class LocalBackend(Backend):
     def _paint(self, root: Path, batch: list[Unit], settings: Settings) -> list[Painted]:
         painter = self._get("paint", settings)
         p = batch[0].params
-        init = _open(root, [u.inputs[0] for u in batch]) if p["strength"] else None
+        frames = _open(root, [u.inputs[0] for u in batch]) if p["strength"] or p.get("controlnet") else None
+        options = {k: p[k] for k in ("control_scale", "refiner_switch") if p.get(k) is not None}
         images = painter.paint([u.params["prompt"] for u in batch], [u.params["negative_prompt"] for u in batch],
                                [u.params["seed"] for u in batch], p["width"], p["height"], p["steps"],
-                               p["guidance"], strength=p["strength"], init_images=init)
+                               p["guidance"], strength=p["strength"], init_images=frames if p["strength"] else None,
+                               control_frames=frames if p.get("controlnet") else None, **options)
         return [Painted(im, painter.sampler_name, painter.model_name) for im in images]
 
     def _caption(self, root: Path, batch: list[Unit], settings: Settings) -> list[Caption]:

@@ -124,14 +124,20 @@ class ModelCache:
 
     def painter(self, settings: Settings) -> Painter:
         g = settings.generate
-        self._reachable(("SDXL model", g.model), ("VAE", g.vae), ("preview VAE", g.preview_vae))
+        from .controlnet import control_module
+
+        module, control = control_module(g.controlnet) if g.controlnet else (None, None)
+        depth = g.depth_model if module == "depth" else None
+        self._reachable(("SDXL model", g.model), ("VAE", g.vae), ("preview VAE", g.preview_vae),
+                        ("SDXL refiner", g.refiner), ("ControlNet", control), ("depth model", depth))
         from .painter import Painter
 
-        key = (g.model, g.scheduler, g.lora, g.vae, g.preview_vae, g.compile, settings.device,
-               settings.dtype)
+        key = (g.model, g.scheduler, g.lora, g.vae, g.preview_vae, g.compile, g.refiner, g.prompt_weighting,
+               g.controlnet, depth, settings.device, settings.dtype)
         return self._get("painter", key, lambda: Painter(
             g.model, settings.device, settings.dtype, scheduler=g.scheduler, lora=g.lora, vae=g.vae,
-            preview_vae=g.preview_vae, compile=g.compile))
+            preview_vae=g.preview_vae, compile=g.compile, refiner=g.refiner, prompt_weighting=g.prompt_weighting,
+            controlnet=g.controlnet, depth_model=depth))
 
     def clear(self) -> None:
         from .devices import free_memory

@@ -25,6 +25,9 @@ from ..errors import UserError, debug_enabled
 TINY_MODELS: dict[str, tuple[str, str]] = {
     "tiny:sdxl": ("video2dream.models.tiny_sdxl", "build_tiny_sdxl"),
     "tiny:taesdxl": ("video2dream.models.tiny_sdxl", "build_tiny_taesdxl"),  # for --preview-vae
+    "tiny:sdxl-refiner": ("video2dream.models.tiny_sdxl", "build_tiny_refiner"),  # for --refiner
+    "tiny:controlnet-sdxl": ("video2dream.models.tiny_sdxl", "build_tiny_controlnet"),  # for --controlnet
+    "tiny:dpt": ("video2dream.models.tiny_sdxl", "build_tiny_dpt"),  # for --controlnet depth
     "tiny:blip": ("video2dream.models.tiny", "build_tiny_blip"),
     "tiny:clip": ("video2dream.models.tiny", "build_tiny_clip"),
 }

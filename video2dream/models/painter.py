@@ -95,6 +95,12 @@ def _quiet_diffusers() -> Iterator[None]:
         tlog.set_verbosity(levels[1])
 
 
+def _offline_quiet() -> contextlib.AbstractContextManager:
+    """Offline, diffusers warns "Couldn't connect to the Hub ... will try the cache" before each
+    load from the hub: noise, as a model missing from the cache fails in one line of our own."""
+    return _quiet_diffusers() if hub.offline() else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _hushed_load_bars(local: bool) -> Iterator[None]:
     """diffusers and transformers draw a bar per pipeline and per weights file while loading, even
@@ -147,17 +153,34 @@ def _check_lora(spec: str) -> None:
         raise SettingError("generate.lora", "needs the peft package", "pip install peft")
 
 
+def short_name(model: str) -> str:
+    """A model's short name for A1111's text: the hub id, a folder's or file's name."""
+    if hub.is_tiny(model):
+        return _TINY_NAME.sub("-", model)  # "tiny-sdxl": no colon to quote
+    path = Path(model)
+    if path.is_file():
+        return path.stem
+    if path.is_dir():
+        return path.resolve().name
+    return model
+
+
 class Painter:
     """An SDXL text-to-image (and image-to-image) painter around one loaded pipeline."""
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto",
                  scheduler: str | None = None, lora: str | None = None,
                  vae: str | None = None, preview_vae: str | None = None, compile: bool = False,
-                 tune: bool | None = None) -> None:
+                 tune: bool | None = None, refiner: str | None = None, prompt_weighting: str | None = None,
+                 controlnet: str | None = None, depth_model: str | None = None) -> None:
         """preview_vae: an AutoencoderTiny (TAESD, e.g. madebyollin/taesdxl) decodes instead of
         the model's VAE: much faster, a little softer. compile: torch.compile the UNet (the first
         batch, and each new batch size or image size, pays the compile). tune: channels_last and
-        fused QKV projections; None means on CUDA only (measured: no gain on the CPU)."""
+        fused QKV projections; None means on CUDA only (measured: no gain on the CPU).
+        refiner: an SDXL refiner that finishes the base's latents (sharing its VAE and second text
+        encoder). prompt_weighting "a1111": prompts whole, in 75-token chunks, with A1111's weights.
+        controlnet: canny, depth or [MODULE:]ID_OR_PATH (models/controlnet.py); depth_model: the
+        depth estimator of the depth module."""
         import torch  # noqa: F401  (fail here, not halfway, if torch is broken)
         from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionXLPipeline
 
@@ -189,7 +212,7 @@ class Painter:
                     _quiet_diffusers():  # its saved config lists keys its __init__ ignores
                 kwargs["vae"] = AutoencoderTiny.from_pretrained(
                     hub.resolve(preview_vae), **_dtype_kwargs(self.dtype))
-        quiet = _quiet_diffusers() if preview_vae else contextlib.nullcontext()  # "expected KL"
+        quiet = _quiet_diffusers() if preview_vae else _offline_quiet()  # "expected KL"
         with hub.loading("SDXL model", model), _hushed_load_bars(Path(source).exists()), quiet:
             if Path(source).is_file():  # an A1111 / ComfyUI checkpoint file (.safetensors)
                 pipe = StableDiffusionXLPipeline.from_single_file(source, **kwargs)
@@ -208,6 +231,14 @@ class Painter:
         if compile:
             pipe.unet = torch.compile(pipe.unet)
         self._img2img: Any = None
+        self._control_pipes: dict[bool, Any] = {}  # img2img? -> the ControlNet pipeline
+        self.refiner_name = refiner
+        self.refiner = self._load_refiner(refiner, scheduler) if refiner else None
+        self.control_module, self.controlnet, self.depth = self._load_controlnet(controlnet, depth_model)
+        self.prompt_weighting = prompt_weighting if prompt_weighting not in (None, "none") else None
+        self._encoders: dict[str, Any] = {}
+        # For tests and benchmarks: when a list, each denoising step appends (which pipeline, timestep).
+        self.trace: list[tuple[str, int]] | None = None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -234,6 +265,48 @@ class Painter:
             pipe.fuse_lora(lora_scale=scale)
         self.lora = (source, scale)
 
+    def _load_refiner(self, refiner: str, scheduler: str | None) -> Any:
+        """The refiner's UNet (and tokenizer), with the base's VAE and second text encoder, as
+        stabilityai's refiner shares them; the sampler chosen for the base."""
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        local = hub.is_tiny(refiner) or Path(refiner).exists()
+        with hub.loading("SDXL refiner", refiner), _hushed_load_bars(local), _offline_quiet():
+            source = hub.resolve(refiner)
+            shared = {"vae": self.pipe.vae, "text_encoder_2": self.pipe.text_encoder_2}
+            if Path(source).is_file():
+                pipe = StableDiffusionXLImg2ImgPipeline.from_single_file(source, **shared, **_dtype_kwargs(self.dtype))
+            else:
+                pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(source, **shared, **_dtype_kwargs(self.dtype))
+        if pipe.text_encoder is not None or not pipe.config.requires_aesthetics_score:
+            raise UserError(f"'{refiner}' is not an SDXL refiner (it has a first text encoder or no aesthetic "
+                            "score); give stabilityai/stable-diffusion-xl-refiner-1.0 or one like it")
+        pipe.set_progress_bar_config(disable=True)
+        if scheduler:
+            pipe.scheduler = self._make_scheduler(pipe, scheduler)
+        if self.tuned:
+            self._tune(pipe)
+        return pipe.to(self.device)
+
+    def _load_controlnet(self, spec: str | None, depth_model: str | None) -> tuple[str | None, Any, Any]:
+        """(module, ControlNetModel, depth estimator or None) for --controlnet; Nones without."""
+        if not spec:
+            return None, None, None
+        from diffusers import ControlNetModel
+
+        from .controlnet import DepthEstimator, control_module
+
+        module, name = control_module(spec)
+        local = hub.is_tiny(name) or Path(name).exists()
+        with hub.loading("ControlNet", name), _hushed_load_bars(local), _offline_quiet():
+            net = ControlNetModel.from_pretrained(hub.resolve(name), **_dtype_kwargs(self.dtype))
+        depth = None
+        if module == "depth":
+            model = depth_model or "Intel/dpt-hybrid-midas"
+            with _hushed_load_bars(hub.is_tiny(model) or Path(model).exists()), _offline_quiet():
+                depth = DepthEstimator(model, self.device, self.dtype)
+        return module, net.to(self.device), depth
+
     @staticmethod
     def _tune(pipe: Any) -> None:
         """channels_last for the convolutions, one fused QKV matmul per attention layer (the VAE's
@@ -251,14 +324,7 @@ class Painter:
     @property
     def model_name(self) -> str:
         """A short name for A1111's `Model:` field: the hub id, a folder's or file's name."""
-        if hub.is_tiny(self.model):
-            return _TINY_NAME.sub("-", self.model)  # "tiny-sdxl": no colon to quote
-        path = Path(self.model)
-        if path.is_file():
-            return path.stem
-        if path.is_dir():
-            return path.resolve().name
-        return self.model
+        return short_name(self.model)
 
     @property
     def sampler_name(self) -> str:
@@ -286,26 +352,94 @@ class Painter:
 
     # -- painting ------------------------------------------------------------------------------
 
+    def _shared(self) -> dict[str, Any]:
+        return dict(force_zeros_for_empty_prompt=self.pipe.config.force_zeros_for_empty_prompt,
+                    add_watermarker=getattr(self.pipe, "watermark", None) is not None)
+
     @property
     def img2img(self) -> Any:
         """The image-to-image pipeline, made on first use from the same loaded modules."""
         if self._img2img is None:
             from diffusers import StableDiffusionXLImg2ImgPipeline
 
-            self._img2img = StableDiffusionXLImg2ImgPipeline(
-                **self.pipe.components,
-                force_zeros_for_empty_prompt=self.pipe.config.force_zeros_for_empty_prompt,
-                add_watermarker=getattr(self.pipe, "watermark", None) is not None,
-            )
+            self._img2img = StableDiffusionXLImg2ImgPipeline(**self.pipe.components, **self._shared())
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
+
+    def control_pipe(self, img2img: bool) -> Any:
+        """The ControlNet pipeline (text or image to image), made on first use from the same modules."""
+        if img2img not in self._control_pipes:
+            from diffusers import StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPipeline
+
+            cls = StableDiffusionXLControlNetImg2ImgPipeline if img2img else StableDiffusionXLControlNetPipeline
+            pipe = cls(**self.pipe.components, controlnet=self.controlnet, **self._shared())
+            pipe.set_progress_bar_config(disable=True)
+            self._control_pipes[img2img] = pipe
+        return self._control_pipes[img2img]
+
+    def control_images(self, frames: list[Image.Image], width: int, height: int) -> list[Image.Image]:
+        """The ControlNet's images, made from the frames at the dream's size (edges or depth)."""
+        from PIL import Image
+
+        from .controlnet import canny
+
+        sized = [im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+                 if im.size != (width, height) or im.mode != "RGB" else im for im in frames]
+        make = self.depth if self.control_module == "depth" else canny
+        return [make(im) for im in sized]
+
+    def _encoder(self, part: str) -> Any:
+        """compel's encoder for the base (both text encoders) or the refiner (the second alone)."""
+        if part not in self._encoders:
+            from .prompts import WeightedEncoder
+
+            pipe = self.pipe if part == "base" else self.refiner
+            tokenizers = [t for t in (pipe.tokenizer, pipe.tokenizer_2) if t is not None]
+            encoders = [e for e in (pipe.text_encoder, pipe.text_encoder_2) if e is not None]
+            self._encoders[part] = WeightedEncoder(tokenizers, encoders, self.dtype)
+        return self._encoders[part]
+
+    def _text_groups(self, prompts: list[str], negatives: list[str]) -> list[tuple[list[int], dict, dict]]:
+        """[(indices, the base's text arguments, the refiner's)]: the whole batch as strings, or, with
+        prompt weighting, embeddings in groups of one length (a unit's length is its own: padding it to
+        its batch's longest prompt would change its picture)."""
+        if not self.prompt_weighting:
+            text = {"prompt": list(prompts), "negative_prompt": list(negatives)}
+            return [(list(range(len(prompts))), text, text)]
+        from .prompts import stack
+
+        parts = ["base", "refiner"] if self.refiner is not None else ["base"]
+        pairs = [[self._encoder(part).pair(p, n) for part in parts] for p, n in zip(prompts, negatives, strict=True)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, pair in enumerate(pairs):
+            groups.setdefault(tuple(p["prompt_embeds"].shape[1] for p in pair), []).append(i)
+        out = []
+        for indices in groups.values():
+            base = stack([pairs[i][0] for i in indices])
+            refine = stack([pairs[i][1] for i in indices]) if self.refiner is not None else {}
+            out.append((indices, base, refine))
+        return out
+
+    def _tracer(self, name: str) -> dict[str, Any]:
+        if self.trace is None:
+            return {}
+        trace = self.trace
+
+        def record(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+            trace.append((name, int(timestep)))
+            return kwargs
+
+        return {"callback_on_step_end": record}
 
     def paint(self, prompts: list[str], negative_prompts: list[str], seeds: list[int],
               width: int, height: int, steps: int, guidance: float,
               strength: float | None = None,
-              init_images: list[Image.Image] | None = None) -> list[Image.Image]:
-        """One pipeline call for the whole batch; image i depends only on prompts[i],
-        negative_prompts[i], seeds[i] (and init_images[i])."""
+              init_images: list[Image.Image] | None = None,
+              control_frames: list[Image.Image] | None = None, control_scale: float = 0.5,
+              refiner_switch: float = 0.8) -> list[Image.Image]:
+        """One pipeline call for the whole batch (one per prompt length with prompt weighting);
+        image i depends only on prompts[i], negative_prompts[i], seeds[i] (and init_images[i],
+        control_frames[i]: the frames the ControlNet's images are made from)."""
         import torch
         from PIL import Image
 
@@ -315,16 +449,8 @@ class Painter:
                              f"{len(seeds)} seeds: need the same number, at least one")
         if width % 8 or height % 8:
             raise UserError(f"image size {width}x{height}: both sides must be multiples of 8")
-        # Always a list, never None: None would mean zeroed negative embeddings for a batch of
-        # only empty negatives but an encoded "" in a mixed batch, and the frame would change.
-        args: dict[str, Any] = dict(
-            prompt=list(prompts), negative_prompt=list(negative_prompts),
-            num_inference_steps=steps, guidance_scale=guidance, output_type="pil",
-            generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
-        )
-        with torch.inference_mode(), _quiet_diffusers():
-            if strength is None:
-                return list(self.pipe(width=width, height=height, **args).images)
+        images: list[Image.Image] | None = None
+        if strength is not None:
             if init_images is None or len(init_images) != n:
                 raise ValueError("img2img needs one init image per prompt")
             if not 0 < strength <= 1:
@@ -335,4 +461,71 @@ class Painter:
             images = [im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
                       if im.size != (width, height) or im.mode != "RGB" else im
                       for im in init_images]
-            return list(self.img2img(image=images, strength=strength, **args).images)
+        control: list[Image.Image] | None = None
+        if self.controlnet is not None:
+            if control_frames is None or len(control_frames) != n:
+                raise ValueError("ControlNet needs one frame per prompt")
+            control = self.control_images(control_frames, width, height)
+        if self.refiner is not None:
+            self._check_handover(steps, strength, refiner_switch)
+        out: list[Image.Image | None] = [None] * n
+        with torch.inference_mode(), _quiet_diffusers():
+            for indices, text, refine_text in self._text_groups(prompts, negative_prompts):
+                painted = self._paint_group(text, refine_text, [seeds[i] for i in indices], width, height, steps,
+                                            guidance, strength, _pick(images, indices), _pick(control, indices),
+                                            control_scale, refiner_switch)
+                for i, im in zip(indices, painted, strict=True):
+                    out[i] = im
+        return out  # type: ignore[return-value]
+
+    def _paint_group(self, text: dict, refine_text: dict, seeds: list[int], width: int, height: int, steps: int,
+                     guidance: float, strength: float | None, images: list | None, control: list | None,
+                     control_scale: float, switch: float) -> list[Image.Image]:
+        """The base's call (ControlNet's when on; img2img with strength), then the refiner's on its latents."""
+        import torch
+
+        def generators() -> list[Any]:
+            # Always a list, never None: None would mean zeroed negative embeddings for a batch of
+            # only empty negatives but an encoded "" in a mixed batch, and the frame would change.
+            return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+        args: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance, generator=generators(),
+                                    output_type="latent" if self.refiner is not None else "pil", **text,
+                                    **self._tracer("base"))
+        if self.refiner is not None:
+            args["denoising_end"] = switch
+        if strength is not None:
+            args.update(image=images, strength=strength)
+        else:
+            args.update(width=width, height=height)
+        if control is not None:
+            args["controlnet_conditioning_scale"] = control_scale
+            args["control_image" if strength is not None else "image"] = control
+            pipe = self.control_pipe(strength is not None)
+        else:
+            pipe = self.img2img if strength is not None else self.pipe
+        result = pipe(**args).images
+        if self.refiner is None:
+            return list(result)
+        return list(self.refiner(image=result, denoising_start=switch, num_inference_steps=steps,
+                                 guidance_scale=guidance, generator=generators(), output_type="pil",
+                                 **refine_text, **self._tracer("refiner")).images)
+
+    def _check_handover(self, steps: int, strength: float | None, switch: float) -> None:
+        """Both the base and the refiner get at least one step, or one clear line (diffusers would
+        fail deep inside with an empty schedule)."""
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(steps)
+        timesteps = [int(t) for t in scheduler.timesteps]
+        if strength is not None:
+            timesteps = timesteps[steps - min(int(steps * strength), steps):]
+        cutoff = round(scheduler.config.num_train_timesteps * (1 - switch))
+        base = sum(t >= cutoff for t in timesteps)
+        if not 0 < base < len(timesteps):
+            who = "the base" if base == 0 else "the refiner"
+            raise UserError(f"{steps} steps with the refiner switching at {switch} leave {who} no step; "
+                            "use more steps or another --refiner-switch")
+
+
+def _pick(items: list | None, indices: list[int]) -> list | None:
+    return None if items is None else [items[i] for i in indices]

@@ -9,8 +9,10 @@ cut at 77 tokens exactly where the real model cuts them.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +205,109 @@ def build_tiny_taesdxl(dest: Path) -> None:
                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
                           latent_channels=4)
     tae.save_pretrained(Path(dest))
+
+
+@contextlib.contextmanager
+def _no_bars() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" bars while a tiny model is built."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
+
+
+def _tiny_sdxl_parts() -> dict[str, Any]:
+    """The tiny base's second text encoder, its tokenizer and its VAE: the refiner shares them, as
+    stabilityai's refiner shares the base's OpenCLIP bigG encoder and VAE."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    from .hub import tiny_model_dir
+
+    base = tiny_model_dir("tiny:sdxl")
+    with _no_bars():
+        return {"text_encoder_2": CLIPTextModelWithProjection.from_pretrained(base / "text_encoder_2"),
+                "tokenizer_2": CLIPTokenizer.from_pretrained(base / "tokenizer_2"),
+                "vae": AutoencoderKL.from_pretrained(base / "vae")}
+
+
+def build_tiny_refiner(dest: Path) -> None:
+    """A tiny SDXL refiner (stabilityai/stable-diffusion-xl-refiner-1.0's architecture): an img2img
+    pipeline with only the second text encoder, aesthetic-score conditioning (5 added time ids
+    instead of 6) and a UNet that attends to text_encoder_2's states alone."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    parts = _tiny_sdxl_parts()
+    text_hidden = parts["text_encoder_2"].config.hidden_size  # 32 (the real refiner: 1280)
+    pooled_dim = parts["text_encoder_2"].config.projection_dim
+    time_embed_dim = 8
+    torch.manual_seed(SEED + 2)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        attention_head_dim=(2, 4), transformer_layers_per_block=(1, 1), use_linear_projection=True,
+        cross_attention_dim=text_hidden,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        # original size (2) + crop (2) + aesthetic score (1): the refiner's 5 * 256 + 1280 = 2560
+        projection_class_embeddings_input_dim=5 * time_embed_dim + pooled_dim,
+    )
+    scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER)
+    scheduler.register_to_config(**SDXL_SCHEDULER_EXTRA)
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=parts["vae"], text_encoder=None, text_encoder_2=parts["text_encoder_2"], tokenizer=None,
+        tokenizer_2=parts["tokenizer_2"], unet=unet, scheduler=scheduler,
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False)
+    with _no_bars():
+        pipe.save_pretrained(dest)
+    vocab, merges = clip_vocab_and_merges()
+    _write_hub_tokenizer_files(Path(dest) / "tokenizer_2", vocab, merges)
+
+
+def build_tiny_controlnet(dest: Path) -> None:
+    """A tiny SDXL ControlNet: ControlNetModel.from_unet of the tiny base's UNet, as ControlNets are
+    trained from their base. Its zero convolutions (zero when trained from scratch, so that a new
+    ControlNet changes nothing) get small random weights here, so that the control image shows."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from .hub import tiny_model_dir
+
+    with _no_bars():
+        unet = UNet2DConditionModel.from_pretrained(tiny_model_dir("tiny:sdxl") / "unet")
+    torch.manual_seed(SEED + 3)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    zero_convs = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            torch.nn.init.normal_(conv.weight, std=0.3)
+            torch.nn.init.zeros_(conv.bias)
+    with _no_bars():
+        net.save_pretrained(Path(dest))
+
+
+def build_tiny_dpt(dest: Path) -> None:
+    """A tiny DPT depth estimator (Intel/dpt-hybrid-midas's family, without the hybrid backbone),
+    with its image processor: loads through AutoModelForDepthEstimation like the real ones."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                       intermediate_size=37, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 16, 32],
+                       fusion_hidden_size=16, head_in_index=-1, is_hybrid=False, reassemble_factors=[4, 2, 1, 0.5])
+    torch.manual_seed(SEED + 4)
+    with _no_bars():
+        DPTForDepthEstimation(config).eval().save_pretrained(Path(dest))
+    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(Path(dest))

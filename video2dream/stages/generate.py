@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError
 from ..progress import progress_bar, say
 from ..runfolder import RunFolder
-from ..settings import GenerateSettings, Settings, key_fields, stable_hash
+from ..settings import GenerateSettings, Settings, inactive_tags, key_fields, stable_hash
 from ..tables import moment_tolerance, parse_time, read_frames, same_moment
-from ..units import Unit, merge_negative, paint_params, seed_for
+from ..units import Unit, merge_negative, needs_source, paint_params, painter_options, seed_for
 from .interrogate import orphans_path, read_prompts
 
 if TYPE_CHECKING:
@@ -89,14 +89,15 @@ def plan(run: RunFolder, settings: Settings,
     g = settings.generate
     width, height = dream_size(run, settings)
     extract_key = (run.read_record("extract") or {}).get("key")
-    shared = key_fields(g)  # per-unit settings (seed, negative prompt, size) are hashed per job below
+    # per-unit settings (seed, negative prompt, size) are hashed per job below
+    shared = key_fields(g, without=inactive_tags(g))
     remote = _key_part(backend or settings.backend, "paint", settings)  # empty for local: keys as before
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
         seed = seed_for(g, index)
         negative = merge_negative(str(rows[n].negative_prompt), g)
-        source = (extract_key, n) if g.strength else None  # img2img also depends on the frame
+        source = (extract_key, n) if needs_source(g) else None  # img2img and ControlNet also depend on the frame
         key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype,
                           *([remote] if remote else []))
         jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
@@ -139,14 +140,15 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False,
 def to_units(run: RunFolder, settings: Settings, jobs: list[Job], size: tuple[int, int], force: bool) -> list[Unit]:
     g = settings.generate
     source = run.frames_dir.relative_to(run.root).as_posix()
-    units = [Unit(j.name, "paint", (f"{source}/{j.name}",) if g.strength else (),
+    units = [Unit(j.name, "paint", (f"{source}/{j.name}",) if needs_source(g) else (),
                   _params(j, size, g), j.key)
              for j in jobs if force or not is_current(run.dreams_dir / j.name, j.key)]
     return units
 
 
 def _params(j: Job, size: tuple[int, int], g: GenerateSettings) -> dict[str, Any]:
-    params = paint_params(j.prompt, j.negative_prompt, j.seed, size, g.steps, g.guidance, g.strength, g.lora)
+    params = paint_params(j.prompt, j.negative_prompt, j.seed, size, g.steps, g.guidance, g.strength, g.lora,
+                          options=painter_options(g))
     if g.color_coherence != "none":  # applied by commit (on every backend's result), shown in the A1111 text
         params["color_coherence"] = g.color_coherence
     return params
@@ -182,6 +184,8 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
         for name in commit_behind(run, runner.execute(run.root, todo, settings), commit):
             result.painted.append(name)
             bar.update(1)
+    if settings.generate.prompt_weighting:  # every dream now reads its prompt whole: no list of cuts is true
+        (run.root / "truncated.csv").unlink(missing_ok=True)
     return result
 
 
@@ -218,8 +222,23 @@ def a1111_text(params: dict[str, Any], painted: Painted) -> str:
         extra["Lora"] = p["lora"]
     if p.get("color_coherence"):
         extra["Color coherence"] = p["color_coherence"].upper()
+    extra.update(_option_fields(p))
     return a1111_parameters(p["prompt"], p["negative_prompt"], p["steps"], painted.sampler, p["guidance"],
                             p["seed"], p["width"], p["height"], painted.model, extra)
+
+
+def _option_fields(p: dict[str, Any]) -> dict[str, object]:
+    """The refiner and the ControlNet as A1111 (and its ControlNet extension) write them."""
+    from ..models.controlnet import control_module
+    from ..models.painter import short_name
+
+    out: dict[str, object] = {}
+    if p.get("refiner"):
+        out.update({"Refiner": short_name(p["refiner"]), "Refiner switch at": p["refiner_switch"]})
+    if p.get("controlnet"):
+        module, model = control_module(p["controlnet"])
+        out["ControlNet 0"] = f"Module: {module}, Model: {short_name(model)}, Weight: {float(p['control_scale'])}"
+    return out
 
 
 def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
@@ -250,7 +269,7 @@ def _note_truncation(run: RunFolder, limits: dict[str, tuple[str, str]], units: 
             cut.append({"filename": u.name, "kept": kept, "cut": lost})
     if cut:
         say(f"{len(cut)} prompt(s) are longer than the 77 tokens SDXL reads; the rest is ignored "
-            f"(what was cut is in {run.root / 'truncated.csv'})")
+            f"(what was cut is in {run.root / 'truncated.csv'}; --prompt-weighting a1111 reads them whole)")
         write_csv(run.root / "truncated.csv", pd.DataFrame(cut))  # text cells escaped for spreadsheets
     return [c["filename"] for c in cut]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..runfolder import RunFolder
-from ..settings import KEY, PER_UNIT, Settings, key_fields, replace_section, stable_hash
+from ..settings import KEY, PER_UNIT, Settings, inactive_tags, key_fields, replace_section, stable_hash
 from .inputs import BACKGROUND
 from .outputs import OUTPUTS
 from .steps import read_step, step_name
@@ -28,7 +28,7 @@ def chain_key(settings: Settings, fingerprint: str, size: tuple[int, int]) -> tu
     # In caption mode CLIP is only used for the drift figures, made fresh each time.
     i = key_fields(settings.interrogate, without=("clip",) if settings.interrogate.mode == "caption" else ())
     # The chain is one unit: its seed rule and negative prompt as they are; the size is given as such.
-    g = key_fields(settings.generate, roles=(KEY, PER_UNIT), without=("size",))
+    g = key_fields(settings.generate, roles=(KEY, PER_UNIT), without=("size", *inactive_tags(settings.generate)))
     parts = {"input": fingerprint, "size": list(size), "interrogate": i, "generate": g,
              "dtype": settings.dtype, "background": list(BACKGROUND), "version": CHAIN_VERSION}
     return stable_hash(parts), parts

@@ -104,10 +104,11 @@ def caption_unit(settings: Settings, row: Step, key: str) -> Unit:
 def _paint_unit(settings: Settings, k: int, prompt: str, negative: str, size: tuple[int, int], key: str) -> Unit:
     """Step k's paint unit: the generate stage's seed rule and negative prompt, the step before as
     img2img's init picture."""
-    from ..units import merge_negative, paint_params, seed_for
+    from ..units import merge_negative, needs_source, paint_params, painter_options, seed_for
 
     g = settings.generate
     params = paint_params(prompt, merge_negative(negative, g), seed_for(g, k), size, g.steps, g.guidance,
-                          g.strength, g.lora, leading={"Telephone step": k})
-    return Unit(step_name(k), "paint", (step_name(k - 1),) if g.strength else (), params, key)
+                          g.strength, g.lora, leading={"Telephone step": k}, options=painter_options(g))
+    # img2img starts from the step before, and ControlNet follows it: the chain's only source
+    return Unit(step_name(k), "paint", (step_name(k - 1),) if needs_source(g) else (), params, key)
 
