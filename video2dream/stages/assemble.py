@@ -264,7 +264,7 @@ def check_output(run: RunFolder, dest: Path, audio: Path | None) -> None:
     root, folder = run.root.resolve(), dest.resolve().parent
     if what is None and folder.is_relative_to(root) and folder != root:
         top = folder.relative_to(root).parts[0]
-        if top in ("frames", STATE) or top.startswith("dreams"):
+        if top in ("frames", "morphs", STATE) or top.startswith("dreams"):
             what = f"in {run.root / top}"
     if what is not None:
         raise UserError(f"output {dest} is {what}, which this run folder is made from; give another file name")
