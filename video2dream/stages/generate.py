@@ -197,6 +197,7 @@ def a1111_text(params: dict[str, Any], painted: Painted) -> str:
         extra["Denoising strength"] = p["strength"]
     if p["lora"]:
         extra["Lora"] = p["lora"]
+    extra.update(p.get("trailing") or {})  # an in-between's keyframe B and t (stages/morph.py)
     return a1111_parameters(p["prompt"], p["negative_prompt"], p["steps"], painted.sampler, p["guidance"],
                             p["seed"], p["width"], p["height"], painted.model, extra)
 
