@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runfolder import RunFolder, atomic_path
+from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
 from ..tables import read_frames
 from ..units import Unit, paint_params
@@ -167,26 +167,26 @@ def onset_envelope(run: RunFolder, settings: Settings) -> tuple[Any, float]:
     if sound.path is None:
         raise UserError(f"--pacing audio follows the soundtrack, and there is none ({sound.says}); "
                         "use --pacing linear, or give one with --audio FILE")
-    pcm = decode_audio(run, sound.path)
+    pcm = decode_audio(sound.path)
     env = librosa.onset.onset_strength(y=pcm, sr=SAMPLE_RATE, hop_length=HOP)
     return np.asarray(env, dtype=np.float64), SAMPLE_RATE / HOP
 
 
-def decode_audio(run: RunFolder, path: Path) -> Any:
-    """The first audio stream of path as mono float samples at SAMPLE_RATE (ffmpeg decodes)."""
+def decode_audio(path: Path) -> Any:
+    """The first audio stream of path as mono float samples at SAMPLE_RATE (ffmpeg decodes). Into a
+    temporary folder outside the run folder: `status` plans too, and writes nothing."""
+    import tempfile
+
     import numpy as np
 
     from .. import media
 
-    run.ensure()
-    raw = run.state_dir / "morph-audio.f32"
-    with atomic_path(raw) as tmp:
+    with tempfile.TemporaryDirectory(prefix="video2dream-audio-") as tmp:
+        raw = Path(tmp) / "sound.f32"
         media.run_ffmpeg(["-protocol_whitelist", "file", "-i", media.arg(path), "-map", "0:a:0", "-vn",
-                          "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", media.arg(tmp)],
+                          "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", media.arg(raw)],
                          f"decode the sound of {path.name}")
-        pcm = np.fromfile(tmp, dtype="<f4")
-    raw.unlink(missing_ok=True)
-    return pcm
+        return np.fromfile(raw, dtype="<f4")
 
 
 # -- units, execute, commit --------------------------------------------------------------------
