@@ -120,6 +120,25 @@ def test_the_ends_are_the_keyframes_themselves(base: Path, models: ModelCache) -
     assert not np.array_equal(inner, pixels(run.dreams_dir / "000001.png"))
 
 
+def test_img2img_ends_are_the_keyframes_too(base: Path, models: ModelCache) -> None:
+    """With --strength the frames' VAE latents are interpolated as well; t=0 and t=1 are still the
+    dreams img2img paints from each frame."""
+    from video2dream.models.painter import Ends
+
+    run = RunFolder(base)
+    painter = models.painter(tiny())
+    frames = [Image.open(run.frames_dir / n).convert("RGB") for n in ("000001.png", "000002.png")]
+    a = Ends(["a red cat"], [""], [1], frames[:1])
+    b = Ends(["a blue dog"], ["ugly"], [2], frames[1:])
+    for t, (ends, frame) in ((0.0, (a, frames[0])), (1.0, (b, frames[1]))):
+        dream = painter.paint(ends.prompts, ends.negative_prompts, ends.seeds, 64, 64, 4, 5.0, strength=0.5,
+                              init_images=[frame])[0]
+        between = painter.paint_between(a, b, [t], 64, 64, 4, 5.0, strength=0.5)[0]
+        assert np.array_equal(np.asarray(between), np.asarray(dream)), t
+    middle = painter.paint_between(a, b, [0.5], 64, 64, 4, 5.0, strength=0.5)[0]
+    assert not np.array_equal(np.asarray(middle), np.asarray(dream))
+
+
 def test_a_changed_keyframe_repaints_only_its_gaps(base: Path, tmp_path: Path, models: ModelCache) -> None:
     run = copy(base, tmp_path)
     before = {p.name: p.read_bytes() for p in run.morphs_dir.iterdir()}
