@@ -52,3 +52,8 @@ def test_bench_gpu_logic_with_tiny_models() -> None:
     out = bench("bench_gpu.py", "--tiny", "--frames", "1", "--batches", "1", "--size", "64",
                 "--e2e-seconds", "1", "--parts", "generate,run")
     assert "generate stage, batch 1" in out and "run end to end, 4-step turbo preset" in out
+
+
+def test_bench_morph_reports_its_ratio() -> None:
+    out = bench("bench_morph.py", "--keyframes", "2", "--inbetweens", "2", "--repeat", "1", "--batch-size", "2")
+    assert "2 in-betweens" in out and "loop wall / model time" in out

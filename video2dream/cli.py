@@ -103,11 +103,18 @@ GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames
 ASSEMBLE: list[Option] = [
     (("--from",), "assemble.source", str, "dreams (default) or frames"),
     (("--audio",), "assemble.audio", str, "auto (the source's sound), none, or a PATH to take sound from"),
-    (("--transition",), "assemble.transition", str, "cut (default), crossfade or flow (motion-interpolated)"),
+    (("--transition",), "assemble.transition", str,
+     "cut (default), crossfade, flow (motion-interpolated) or morph (the in-betweens of `video2dream morph`)"),
     (("--side-by-side",), "assemble.side_by_side", "flag",
      "also write NAME_side_by_side.mp4: frames | dreams; --no-side-by-side: not (default)"),
     (("--out-fps",), "assemble.out_fps", float, "frame rate of the mp4 (default 30)"),
     (("--crf",), "assemble.crf", int, "x264 quality, lower is better (default 18)"),
+]
+MORPH: list[Option] = [
+    (("--inbetweens",), "morph.inbetweens", _or_none(int, ("none", "auto")),
+     "in-betweens per gap between two dreams (default, or auto: as many as --out-fps needs)"),
+    (("--pacing",), "morph.pacing", str,
+     "linear (evenly spaced, default) or audio (spaced by the soundtrack's onsets: moves on the beat)"),
 ]
 TELEPHONE: list[Option] = [
     (("--steps",), "telephone.steps", int,
@@ -150,6 +157,7 @@ EXAMPLES = {
     "extract": "video2dream extract clip.mp4 -o runs/clip --fps 2 --start 10 --end 40",
     "interrogate": "video2dream interrogate runs/clip --mode fast --min-length 40 --num-beams 2",
     "generate": "video2dream generate runs/clip --steps 30 --seed 7 --strength 0.6",
+    "morph": "video2dream morph runs/clip --inbetweens 7 --pacing audio",
     "assemble": "video2dream assemble runs/clip --transition crossfade --side-by-side",
     "mux-audio": "video2dream mux-audio runs/clip song.wav",
     "status": "video2dream status runs/clip",
@@ -244,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--force", action="store_true", help="paint every dream again")
 
+    p = _command(sub, "morph", "paint the in-betweens that morph each dream into the next (for --transition morph)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _add_options(p, MORPH + [o for o in ASSEMBLE if o[1] in ("assemble.audio", "assemble.out_fps")]
+                 + [GENERATE_BATCH] + MODELS)
+    _add_config(p)
+    p.add_argument("--force", action="store_true", help="paint every in-between again")
+
     p = _command(sub, "assemble", "stitch the dreams (or frames) into an mp4 with the soundtrack")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("-o", "--output", dest="set:assemble.output", metavar="OUT.mp4",
@@ -265,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print it as JSON: per stage its state, counts and the names of stale or missing units")
 
-    p = _command(sub, "run", "extract, interrogate, generate and assemble, skipping what is up to date")
+    p = _command(sub, "run", "extract, interrogate, generate (morph with --transition morph) and assemble, "
+                 "skipping what is up to date")
     p.add_argument("video", metavar="VIDEO")
     p.add_argument("-o", "--output", dest="run_dir", metavar="RUN_DIR", required=True)
-    _add_options(p, EXTRACT + TIMING + INTERROGATE + GENERATE + [GENERATE_BATCH] + ASSEMBLE + MODELS)
+    _add_options(p, EXTRACT + TIMING + INTERROGATE + GENERATE + [GENERATE_BATCH] + ASSEMBLE + MORPH + MODELS)
     p.add_argument("--caption-batch-size", dest="set:interrogate.batch_size", type=int, default=None,
                    metavar="N", help="frames per caption batch (default 4)")
     _add_config(p)
@@ -351,7 +367,7 @@ def dispatch(args: argparse.Namespace) -> int:
         with run.lock():
             pipeline.do_mux_audio(run, args.source)
         return 0
-    if args.command in ("interrogate", "generate", "assemble"):
+    if args.command in ("interrogate", "generate", "morph", "assemble"):
         run.require()  # before the lock, which would create the folder
     if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
         raise UserError("give --round or --from, not both")
@@ -374,7 +390,8 @@ def _call(args: argparse.Namespace, run: RunFolder, settings: Settings) -> None:
     elif args.command == "assemble":
         pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid)
     else:
-        {"interrogate": pipeline.do_interrogate, "generate": pipeline.do_generate}[args.command](
+        {"interrogate": pipeline.do_interrogate, "generate": pipeline.do_generate,
+         "morph": pipeline.do_morph}[args.command](
             run, settings, force=args.force)
 
 

@@ -52,6 +52,17 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
         f"{r.up_to_date} up to date -> {run.dreams_dir}")
 
 
+def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
+    from .models.devices import free_memory
+    from .stages.morph import morph
+
+    r = morph(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
+    free_memory()
+    cuts = f", {r.cuts} hard cut(s)" if r.cuts else ""
+    say(f"morph: {len(r.painted)} in-between(s) painted, {r.up_to_date} up to date "
+        f"({r.gaps} gaps{cuts}, {settings.morph.pacing} pacing) -> {run.morphs_dir}")
+
+
 def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: int | None = None,
                 grid: bool = False) -> None:
     """round: one telephone round's video (its dreams_rKK); grid: every round side by side."""
@@ -136,6 +147,8 @@ def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = 
     _before_remote_run(run, settings, force)
     do_interrogate(run, settings, force=force)
     do_generate(run, settings, force=force)
+    if settings.assemble.transition == "morph":  # the in-betweens the video shows
+        do_morph(run, settings, force=force)
     do_assemble(run, settings, force=force)
 
 
@@ -174,15 +187,17 @@ def status_data(run: RunFolder) -> dict[str, Any]:
     done = run.read_record("extract")
     if not done or not run.frames_csv.is_file():  # the same keys, so that a script need not check
         not_run = {"state": "not run"}
-        return {**data, "extract": not_run, "interrogate": not_run, "generate": not_run, "sound": None,
+        return {**data, "extract": not_run, "interrogate": not_run, "generate": not_run, "morph": not_run,
+                "sound": None,
                 "videos": [], "settings": differences(settings)}
-    from .stages import generate, interrogate
+    from .stages import generate, interrogate, morph
 
     data["extract"] = {"state": "done", "frames": done["frames"], "fps": done["fps"],
                        "width": done["width"], "height": done["height"],
                        "at": done.get("at", "seconds"), "cuts": done.get("cuts", 0)}
     data["interrogate"] = interrogate.status_data(run, settings)
     data["generate"] = generate.status_data(run, settings)
+    data["morph"] = morph.status_data(run, settings)
     data["sound"] = _sound_data(run, settings)
     data["videos"] = _videos_data(run, settings)
     data["settings"] = differences(settings)
@@ -197,7 +212,7 @@ def _timing_words(e: dict[str, Any]) -> str:
 
 def status_report(run: RunFolder) -> str:
     """What each stage has done, and what is stale or missing, as a few lines of text."""
-    from .stages import generate, interrogate
+    from .stages import generate, interrogate, morph
 
     d = status_data(run)
     lines = [f"run folder  {d['run_folder']}"]
@@ -212,6 +227,8 @@ def status_report(run: RunFolder) -> str:
     lines.append(f"extract     {e['frames']} frames {_timing_words(e)}, {e['width']}x{e['height']}")
     lines.append(f"interrogate {interrogate.status_line(d['interrogate'])}")
     lines.append(f"generate    {generate.status_line(d['generate'])}")
+    if d["morph"]["state"] != "not run":
+        lines.append(f"morph       {morph.status_line(d['morph'])}")
     lines.append(f"audio       {d['sound'].get('says') or 'cannot be used: ' + d['sound']['error']}")
     lines += [_video_line(v) for v in d["videos"]]
     return "\n".join(lines + settings_lines(d["settings"]))

@@ -26,7 +26,7 @@ LOCK = "lock"
 
 # What the tool makes at the top of a run folder (a video's, or an image's telephone chain); nothing
 # else there is the tool's to delete, clean up or refuse.
-OWN_DIRS = re.compile(r"frames|dreams(_r\d{2,})?")
+OWN_DIRS = re.compile(r"frames|dreams(_r\d{2,})?|morphs")
 OWN_FILES = re.compile(r"frames\.csv|prompts(_r\d{2,})?(_orphaned)?\.csv|truncated\.csv|settings\.yaml|drift\.(csv|png)"
                        r"|refused\.csv"  # --backend replicate: frames its content filter refused
                        r"|dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4"
@@ -48,6 +48,7 @@ class RunFolder:
     frames_csv = property(lambda self: self.root / "frames.csv")
     prompts_csv = property(lambda self: self.root / "prompts.csv")
     dreams_dir = property(lambda self: self.root / "dreams")
+    morphs_dir = property(lambda self: self.root / "morphs")  # the in-betweens (stages/morph.py)
     video = property(lambda self: self.root / "dream.mp4")
     side_by_side = property(lambda self: self.root / "dream_side_by_side.mp4")
     settings_file = property(lambda self: self.root / "settings.yaml")

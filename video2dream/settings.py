@@ -156,6 +156,15 @@ class AssembleSettings:
 
 
 @dataclass
+class MorphSettings:
+    """`video2dream morph`: the in-betweens between consecutive dreams. Both are hashed per unit as
+    the t values they give (part of each in-between's key)."""
+
+    inbetweens: int | None = setting(None, PER_UNIT)  # per gap; None: as many as assemble.out_fps needs
+    pacing: str = setting("linear", PER_UNIT)  # linear, or audio: spaced by the soundtrack's onsets
+
+
+@dataclass
 class TelephoneSettings:
     """`video2dream telephone`: the chain's own knobs (the models are interrogate's and generate's).
     Its KEY settings make the chain's outputs' key; the chain's own key is interrogate's and generate's."""
@@ -196,6 +205,7 @@ class Settings:
     interrogate: InterrogateSettings = field(default_factory=InterrogateSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     assemble: AssembleSettings = field(default_factory=AssembleSettings)
+    morph: MorphSettings = field(default_factory=MorphSettings)
     telephone: TelephoneSettings = field(default_factory=TelephoneSettings)
     replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
 
@@ -203,7 +213,7 @@ class Settings:
         return asdict(self)
 
 
-SECTIONS = ("extract", "interrogate", "generate", "assemble", "telephone", "replicate")
+SECTIONS = ("extract", "interrogate", "generate", "assemble", "morph", "telephone", "replicate")
 TOP_LEVEL = ("device", "dtype", "backend", "workers")
 
 
@@ -457,6 +467,8 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("generate.control_scale", _within(0, 2), "from 0 to 2 (the ControlNet's weight)"),
     ("assemble.out_fps", _within(1, 240), "from 1 to 240 frames per second"),
     ("assemble.crf", _within(0, 51), "from 0 (lossless) to 51 (x264's range)"),
+    ("morph.inbetweens", _within(0, 1000, none_ok=True),
+     "a whole number of in-betweens per gap from 0 to 1000 (or none: as many as assemble.out_fps needs)"),
     ("telephone.steps", _within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
     ("telephone.hold", lambda v: 0 < v <= 3600, "a positive number of seconds, at most 3600"),
     ("telephone.strip_height", _within(64, 4096), "a whole number of pixels from 64 to 4096"),
@@ -504,7 +516,8 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
            "assemble.source", f"must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02, "
            f"got {a.source!r}", origins=o)
-    _one_of(a.transition, "assemble.transition", ("cut", "crossfade", "flow"), o)
+    _one_of(a.transition, "assemble.transition", TRANSITIONS, o)
+    _one_of(s.morph.pacing, "morph.pacing", ("linear", "audio"), o)
     _one_of(t.mode, "telephone.mode", TELEPHONE_MODES, o)
     _check(0 <= t.crossfade < t.hold, "telephone.crossfade",
            f"must be >= 0 and shorter than {{telephone.hold}} ({t.hold} s), got {t.crossfade!r}",
@@ -520,6 +533,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
            f"'{s.backend}' is not a backend's name", "e.g. local", origins=o)
 
 
+TRANSITIONS = ("cut", "crossfade", "flow", "morph")
 INTERROGATE_MODES = ("best", "classic", "fast", "negative", "caption")
 TELEPHONE_MODES = ("caption", "fast", "classic", "best", "negative")
 PROMPT_WEIGHTINGS = ("a1111", "none")

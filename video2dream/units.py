@@ -23,14 +23,17 @@ from .tables import FRAME_NAME
 if TYPE_CHECKING:
     from .settings import GenerateSettings, InterrogateSettings
 
-KINDS = ("caption", "paint")
+KINDS = ("caption", "paint", "morph")
 STEP_NAME = re.compile(r"step_[0-9]{3,}\.png")  # a telephone chain's step picture
+# An in-between: its two keyframes' numbers and its place in their gap (000001-000002_01.png)
+MORPH_NAME = re.compile(r"(?P<a>[0-9]{6,})-(?P<b>[0-9]{6,})_(?P<k>[0-9]{2,})\.png")
 
 
 @dataclass
 class Unit:
     name: str  # the frame's (or telephone step's) file name: what commit writes
-    kind: str  # "caption" (a frame -> caption, prompt, negative prompt) or "paint" (a prompt -> a picture)
+    kind: str  # "caption" (a frame -> caption, prompt, negative prompt), "paint" (a prompt -> a picture)
+    # or "morph" (two keyframes' prompts and seeds, and t -> the picture between them)
     inputs: tuple[str, ...] = ()  # pictures it reads, relative to the run folder ("frames/000001.png")
     params: dict[str, Any] = field(default_factory=dict)  # prompt, seed, size, ... (JSON values)
     key: str = ""  # what the written result carries, so that a later plan knows it is current
@@ -38,7 +41,10 @@ class Unit:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unit kind {self.kind!r}: one of {', '.join(KINDS)}")
-        if not (FRAME_NAME.fullmatch(self.name) or STEP_NAME.fullmatch(self.name)):
+        if self.kind == "morph":
+            if not MORPH_NAME.fullmatch(self.name):
+                raise ValueError(f"morph unit name {self.name!r} is not an in-between's (000001-000002_01.png)")
+        elif not (FRAME_NAME.fullmatch(self.name) or STEP_NAME.fullmatch(self.name)):
             raise ValueError(f"unit name {self.name!r} is neither a frame's nor a telephone step's")
         self.inputs = tuple(self.inputs)
         for p in self.inputs:

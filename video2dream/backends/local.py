@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Parameters a batch shares (one model call takes them once); the rest may differ per unit.
 SHARED = {"paint": ("width", "height", "steps", "guidance", "strength", "controlnet", "control_scale",
                    "refiner", "refiner_switch"),
+          "morph": ("width", "height", "steps", "guidance", "strength"),
           "caption": ("min_length", "max_length", "num_beams", "no_repeat_ngram_size", "mode")}
 
 
@@ -28,8 +29,8 @@ class LocalBackend(Backend):
         self._loaded: dict[str, Any] = {}
 
     def load(self, kind: str, settings: Settings) -> None:
-        if kind == "paint":
-            self._loaded["paint"] = self.models.painter(settings)
+        if kind in ("paint", "morph"):  # in-betweens are painted by the same painter
+            self._loaded[kind] = self.models.painter(settings)
         else:
             captioner = self.models.captioner(settings)
             interrogator = self.models.interrogator(settings) if settings.interrogate.mode != "caption" else None
@@ -57,7 +58,7 @@ class LocalBackend(Backend):
                     return
             batch = _batch(pending, settings)
             pending = pending[len(batch):]
-            run = self._paint if batch[0].kind == "paint" else self._caption
+            run = {"paint": self._paint, "morph": self._morph, "caption": self._caption}[batch[0].kind]
             yield list(zip(batch, run(root, batch, settings), strict=True))
 
     def _paint(self, root: Path, batch: list[Unit], settings: Settings) -> list[Painted]:
@@ -69,6 +70,22 @@ class LocalBackend(Backend):
                                [u.params["seed"] for u in batch], p["width"], p["height"], p["steps"],
                                p["guidance"], strength=p["strength"], init_images=frames if p["strength"] else None,
                                control_frames=frames if p.get("controlnet") else None, **options)
+        return [Painted(im, painter.sampler_name, painter.model_name) for im in images]
+
+    def _morph(self, root: Path, batch: list[Unit], settings: Settings) -> list[Painted]:
+        """In-betweens: each from its two keyframes' prompts, seeds (and frames, img2img) and its t."""
+        from ..models.painter import Ends
+
+        painter = self._get("morph", settings)
+        p = batch[0].params
+        ends = []
+        for side in (0, 1):
+            params = [u.params if side == 0 else u.params["b"] for u in batch]
+            init = _open(root, [u.inputs[side] for u in batch]) if p["strength"] else None
+            ends.append(Ends([q["prompt"] for q in params], [q["negative_prompt"] for q in params],
+                             [q["seed"] for q in params], init))
+        images = painter.paint_between(ends[0], ends[1], [u.params["t"] for u in batch], p["width"], p["height"],
+                                       p["steps"], p["guidance"], strength=p["strength"])
         return [Painted(im, painter.sampler_name, painter.model_name) for im in images]
 
     def _caption(self, root: Path, batch: list[Unit], settings: Settings) -> list[Caption]:
@@ -87,7 +104,7 @@ class LocalBackend(Backend):
 def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:
     """The next batch: up to --batch-size units from the front that share the parameters of one call."""
     first = pending[0]
-    size = settings.generate.batch_size if first.kind == "paint" else settings.interrogate.batch_size
+    size = settings.generate.batch_size if first.kind in ("paint", "morph") else settings.interrogate.batch_size
     shared = [first.params.get(k) for k in SHARED[first.kind]]
     batch = []
     for u in pending[:size]:

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import SettingError, UserError
 from . import devices, hub
@@ -441,7 +441,6 @@ class Painter:
         image i depends only on prompts[i], negative_prompts[i], seeds[i] (and init_images[i],
         control_frames[i]: the frames the ControlNet's images are made from)."""
         import torch
-        from PIL import Image
 
         n = len(prompts)
         if not (len(negative_prompts) == len(seeds) == n) or n == 0:
@@ -449,18 +448,7 @@ class Painter:
                              f"{len(seeds)} seeds: need the same number, at least one")
         if width % 8 or height % 8:
             raise UserError(f"image size {width}x{height}: both sides must be multiples of 8")
-        images: list[Image.Image] | None = None
-        if strength is not None:
-            if init_images is None or len(init_images) != n:
-                raise ValueError("img2img needs one init image per prompt")
-            if not 0 < strength <= 1:
-                raise UserError(f"strength {strength}: give a number above 0 and at most 1")
-            if int(steps * strength) < 1:
-                raise UserError(f"{steps} steps at strength {strength} leave no denoising step; "
-                                f"use at least {math.ceil(1 / strength)} steps")
-            images = [im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-                      if im.size != (width, height) or im.mode != "RGB" else im
-                      for im in init_images]
+        images = self._init_images(init_images, n, width, height, steps, strength)
         control: list[Image.Image] | None = None
         if self.controlnet is not None:
             if control_frames is None or len(control_frames) != n:
@@ -529,3 +517,159 @@ class Painter:
 
 def _pick(items: list | None, indices: list[int]) -> list | None:
     return None if items is None else [items[i] for i in indices]
+
+    def _init_images(self, init_images: list[Image.Image] | None, n: int, width: int, height: int,
+                     steps: int, strength: float | None) -> list[Image.Image] | None:
+        """img2img's checks, and its init images at the dream size (None for text to image)."""
+        from PIL import Image
+
+        if strength is None:
+            return None
+        if init_images is None or len(init_images) != n:
+            raise ValueError("img2img needs one init image per prompt")
+        if not 0 < strength <= 1:
+            raise UserError(f"strength {strength}: give a number above 0 and at most 1")
+        if int(steps * strength) < 1:
+            raise UserError(f"{steps} steps at strength {strength} leave no denoising step; "
+                            f"use at least {math.ceil(1 / strength)} steps")
+        return [im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+                if im.size != (width, height) or im.mode != "RGB" else im
+                for im in init_images]
+
+    def _call(self, start: Start, args: dict[str, Any], strength: float | None,
+              images: list[Image.Image] | None) -> list[Image.Image]:
+        """One pipeline call from these starting latents (the sampler's later noise from start's generators)."""
+        args = {**args, "generator": start.generators}
+        if strength is None:
+            return list(self.pipe(latents=start.noise, **args).images)
+        args = {k: v for k, v in args.items() if k not in ("width", "height")}  # img2img: the init's size
+        latents = self.img2img.scheduler.add_noise(start.init, start.noise, start.timestep.repeat(len(images)))
+        return list(self.img2img(image=images, strength=strength, latents=latents, **args).images)
+
+    # -- starting noise: the one place it is made ------------------------------------------------
+
+    def _latent_dtype(self) -> Any:
+        """The dtype the pipelines draw noise in (their prompt embeddings')."""
+        encoder = self.pipe.text_encoder_2 or self.pipe.text_encoder
+        return encoder.dtype if encoder is not None else self.pipe.unet.dtype
+
+    def start(self, seeds: list[int], width: int, height: int, steps: int, strength: float | None = None,
+              images: list[Image.Image] | None = None) -> Start:
+        """Each seed's starting point exactly as the pipeline draws it (one CPU generator per image,
+        so an image's noise is its own in any batch, on any device): text to image, its noise;
+        image to image, its frame's VAE latents (sampled with its generator first, as diffusers
+        does) and then its noise, to be mixed at strength's first timestep. The generators come
+        back advanced past these draws, for the sampler's later noise."""
+        import torch
+        from diffusers.utils.torch_utils import randn_tensor
+
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        device, dtype = self.pipe._execution_device, self._latent_dtype()
+        if strength is None or images is None:
+            factor = self.pipe.vae_scale_factor
+            shape = (1, self.pipe.unet.config.in_channels, height // factor, width // factor)
+            noise = torch.cat([randn_tensor(shape, generator=g, device=device, dtype=dtype) for g in gens])
+            return Start(noise, gens)
+        pipe = self.img2img
+        pipe.scheduler.set_timesteps(steps, device=device)
+        timestep = pipe.get_timesteps(steps, strength, device)[0][:1]
+        pixels = pipe.image_processor.preprocess(images)
+        inits = [pipe.prepare_latents(pixels[i:i + 1], timestep, 1, 1, dtype, device, g, add_noise=False)
+                 for i, g in enumerate(gens)]
+        noise = [randn_tensor(init.shape, generator=g, device=device, dtype=dtype)
+                 for init, g in zip(inits, gens, strict=True)]
+        return Start(torch.cat(noise), gens, torch.cat(inits), timestep)
+
+    # -- in-betweens: the stable-diffusion-videos walk -------------------------------------------
+
+    def paint_between(self, a: Ends, b: Ends, ts: list[float], width: int, height: int, steps: int,
+                      guidance: float, strength: float | None = None) -> list[Image.Image]:
+        """One pipeline call for a batch of in-betweens: image i starts from the spherical
+        interpolation at ts[i] of keyframe a[i]'s and b[i]'s starting noise, with their prompt
+        embeddings (and img2img init latents) interpolated linearly. At t=0 (t=1) every input is
+        exactly keyframe a's (b's), so the in-between is that keyframe. The sampler's later noise
+        (ancestral samplers) comes from the nearer keyframe's generator."""
+        import torch
+
+        n = len(ts)
+        if not (len(a.prompts) == len(b.prompts) == n) or n == 0:
+            raise ValueError(f"{n} t values for {len(a.prompts)} and {len(b.prompts)} keyframes")
+        init_a = self._init_images(a.init_images, n, width, height, steps, strength)
+        init_b = self._init_images(b.init_images, n, width, height, steps, strength)
+        with torch.inference_mode(), _quiet_diffusers():
+            sa = self.start(a.seeds, width, height, steps, strength, init_a)
+            sb = self.start(b.seeds, width, height, steps, strength, init_b)
+            w = torch.tensor(ts, dtype=torch.float32)
+            noise = slerp(sa.noise, sb.noise, w)
+            gens = [ga if t < 0.5 else gb for ga, gb, t in zip(sa.generators, sb.generators, ts, strict=True)]
+            init = lerp(sa.init, sb.init, w) if strength is not None else None
+            start = Start(noise, gens, init, sa.timestep)
+            embeds = [lerp(ea, eb, w) for ea, eb in zip(self._embed(a), self._embed(b), strict=True)]
+            args: dict[str, Any] = dict(
+                prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], pooled_prompt_embeds=embeds[2],
+                negative_pooled_prompt_embeds=embeds[3], num_inference_steps=steps, guidance_scale=guidance,
+                output_type="pil", width=width, height=height)
+            images = [im if t < 0.5 else ib for im, ib, t in zip(init_a or [], init_b or [], ts, strict=False)]
+            return self._call(start, args, strength, images or None)
+
+    def _embed(self, ends: Ends) -> tuple[Any, Any, Any, Any]:
+        """(prompt, negative, pooled, negative pooled) embeddings, as the pipeline makes them from
+        the texts (a negative prompt always encoded, never zeroed: as paint passes them)."""
+        out = self.pipe.encode_prompt(prompt=list(ends.prompts), device=self.pipe._execution_device,
+                                      num_images_per_prompt=1, do_classifier_free_guidance=True,
+                                      negative_prompt=list(ends.negative_prompts))
+        return out[0], out[1], out[2], out[3]
+
+
+class Start(NamedTuple):
+    """Where a batch's denoising starts: noise (B, C, H/8, W/8), each image's generator; for
+    img2img also its init latents and the timestep the noise is mixed in at."""
+    noise: Any
+    generators: list[Any]
+    init: Any = None
+    timestep: Any = None
+
+
+class Ends(NamedTuple):
+    """One end of a batch of in-betweens: per in-between, its keyframe's prompt, negative prompt,
+    seed (and img2img init picture)."""
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    init_images: list[Image.Image] | None = None
+
+
+def _weights(w: Any, like: Any) -> Any:
+    """Per-image weights shaped to broadcast over like's other dimensions."""
+    return w.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def lerp(v0: Any, v1: Any, w: Any) -> Any:
+    """Linear interpolation per image: torch.lerp is exactly v0 at 0 and exactly v1 at 1."""
+    import torch
+
+    return torch.lerp(v0, v1, _weights(w, v0))
+
+
+def slerp(v0: Any, v1: Any, w: Any, dot_threshold: float = 0.9995) -> Any:
+    """Spherical interpolation per image (stable-diffusion-videos' and A1111's variation seeds'):
+    Gaussian noise keeps its norm on the way. Nearly parallel vectors: linear. Computed in float64
+    and exact at the ends (t=0 is v0 and t=1 is v1, bit for bit)."""
+    import torch
+
+    out = []
+    for k in range(v0.shape[0]):
+        t = float(w[k])
+        a, b = v0[k], v1[k]
+        if t <= 0.0 or t >= 1.0:
+            out.append(a if t <= 0.0 else b)
+            continue
+        a64, b64 = a.double(), b.double()
+        dot = float((a64 * b64).sum() / (a64.norm() * b64.norm()))
+        if abs(dot) > dot_threshold:
+            mixed = (1 - t) * a64 + t * b64
+        else:
+            theta = math.acos(dot)
+            mixed = (math.sin((1 - t) * theta) * a64 + math.sin(t * theta) * b64) / math.sin(theta)
+        out.append(mixed.to(a.dtype))
+    return torch.stack(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import media
@@ -78,8 +78,10 @@ def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        morph = f"run `video2dream morph {run.root}` first, or assemble with --transition cut or crossfade"
         fix = ("run `video2dream generate` first, or assemble the frames with --from frames"
-               if folder == "dreams" else "run `video2dream extract` again" if folder == "frames"
+               if folder == "dreams" else morph if folder == "morphs"
+               else "run `video2dream extract` again" if folder == "frames"
                else f"run `video2dream telephone VIDEO -o {run.root}` again to finish that round")
         raise UserError(f"{len(missing)} of {len(paths)} images missing in {base}: {shown}; {fix}")
     for p in paths:
@@ -90,8 +92,9 @@ def image_paths(run: RunFolder, folder: str, names: list[str]) -> list[Path]:
             with Image.open(p) as im:
                 im.verify()
         except Exception:
+            stage = {"frames": "extract", "morphs": "morph"}.get(folder, "generate")
             raise UserError(f"{p} is not a readable image (corrupt or cut short); delete it and "
-                            f"run `video2dream {'extract' if folder == 'frames' else 'generate'}` again") from None
+                            f"run `video2dream {stage}` again") from None
     return paths
 
 
@@ -221,13 +224,14 @@ class AssemblePlan:
     side_by_side: Path | None
     record: str  # the record of this output (the folder's own video, or a one-off)
     key: str
+    times: list[float] = field(default_factory=list)  # when each of paths appears (output seconds)
 
 
 def plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None) -> AssemblePlan:
     """Check the inputs and work out the key of the video, without encoding anything."""
     a = settings.assemble
     tl = timeline(run)
-    paths = image_paths(run, a.source, tl.names)
+    paths, times = shown_images(run, settings, tl)
     sound = audio_source(run, a.audio)
     default = round_video(run, a.source)
     dest = Path(output or a.output or default)
@@ -242,9 +246,30 @@ def plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | No
     key = stable_hash(
         [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths + frame_paths],
         a.source, *key_fields(a).values(), media.fingerprint(sound.path) if sound.path else None,
-        tl.duration, tl.times, sbs is not None,
+        tl.duration, times, sbs is not None,
     )
-    return AssemblePlan(tl, paths, frame_paths, sound, a.source, dest, sbs, output_record(run, a.source, dest), key)
+    return AssemblePlan(tl, paths, frame_paths, sound, a.source, dest, sbs, output_record(run, a.source, dest), key,
+                        times)
+
+
+def shown_images(run: RunFolder, settings: Settings, tl: Timeline) -> tuple[list[Path], list[float]]:
+    """The pictures of the video and when each appears: the timeline's, or with --transition morph
+    the dreams with their in-betweens (morphs/) between them."""
+    a = settings.assemble
+    if a.transition != "morph":
+        return image_paths(run, a.source, tl.names), tl.times
+    if a.source != "dreams":
+        raise UserError(f"--transition morph shows the in-betweens of dreams/, not of {a.source}; "
+                        "use --transition cut or crossfade with --from " + a.source)
+    from .morph import interleave
+
+    shown = interleave(run, settings, tl.names, [t + tl.source_start for t in tl.times])
+    paths = image_paths(run, "dreams", tl.names)
+    morphs = [Path(rel).name for rel, _ in shown if rel.startswith("morphs/")]
+    by_name = dict(zip(morphs, image_paths(run, "morphs", morphs), strict=True))
+    dreams = dict(zip(tl.names, paths, strict=True))
+    out = [by_name[Path(rel).name] if rel.startswith("morphs/") else dreams[Path(rel).name] for rel, _ in shown]
+    return out, [t - tl.source_start for _, t in shown]
 
 
 def output_record(run: RunFolder, source: str, dest: Path) -> str:
@@ -271,7 +296,7 @@ def check_output(run: RunFolder, dest: Path, audio: Path | None) -> None:
     root, folder = run.root.resolve(), dest.resolve().parent
     if what is None and folder.is_relative_to(root) and folder != root:
         top = folder.relative_to(root).parts[0]
-        if top in ("frames", STATE) or top.startswith("dreams"):
+        if top in ("frames", "morphs", STATE) or top.startswith("dreams"):
             what = f"in {run.root / top}"
     if what is not None:
         raise UserError(f"output {dest} is {what}, which this run folder is made from; give another file name")
@@ -316,7 +341,7 @@ def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] 
         say(p.sound.warning)
     script = run.state_dir / f"{a.source}.ffconcat"
     with atomic_path(script) as tmp:
-        tmp.write_text(concat_script(p.paths, tl.times, tl.duration), encoding="utf-8")
+        tmp.write_text(concat_script(p.paths, p.times, tl.duration), encoding="utf-8")
     graph = f"[0:v]{_video_filters(tl, a.out_fps, a.transition)}[v]"
     _encode([script], graph, audio, tl, settings, dest, "assemble")
     if sbs_dest is not None:

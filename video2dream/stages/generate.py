@@ -223,6 +223,7 @@ def a1111_text(params: dict[str, Any], painted: Painted) -> str:
     if p.get("color_coherence"):
         extra["Color coherence"] = p["color_coherence"].upper()
     extra.update(_option_fields(p))
+    extra.update(p.get("trailing") or {})  # an in-between's keyframe B and t (stages/morph.py)
     return a1111_parameters(p["prompt"], p["negative_prompt"], p["steps"], painted.sampler, p["guidance"],
                             p["seed"], p["width"], p["height"], painted.model, extra)
 
