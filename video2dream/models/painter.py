@@ -514,10 +514,6 @@ class Painter:
             raise UserError(f"{steps} steps with the refiner switching at {switch} leave {who} no step; "
                             "use more steps or another --refiner-switch")
 
-
-def _pick(items: list | None, indices: list[int]) -> list | None:
-    return None if items is None else [items[i] for i in indices]
-
     def _init_images(self, init_images: list[Image.Image] | None, n: int, width: int, height: int,
                      steps: int, strength: float | None) -> list[Image.Image] | None:
         """img2img's checks, and its init images at the dream size (None for text to image)."""
@@ -619,6 +615,10 @@ def _pick(items: list | None, indices: list[int]) -> list | None:
                                       num_images_per_prompt=1, do_classifier_free_guidance=True,
                                       negative_prompt=list(ends.negative_prompts))
         return out[0], out[1], out[2], out[3]
+
+
+def _pick(items: list | None, indices: list[int]) -> list | None:
+    return None if items is None else [items[i] for i in indices]
 
 
 class Start(NamedTuple):
