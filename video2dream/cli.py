@@ -114,8 +114,10 @@ TELEPHONE_GENERATE: list[Option] = [
 MODELS: list[Option] = [
     (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
     (("--dtype",), "dtype", str, "auto (fp16/bf16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
-    (("--backend",), "backend", str, "where the models run: local (default: this process)"),
+    (("--backend",), "backend", str, "where the models run: local (default: this process) or ray"),
     (("--workers",), "workers", int, "parallel workers of the backend (default: its own choice)"),
+    (("--ray-address",), "ray_address", str,
+     "the Ray cluster of --backend ray, e.g. HEAD:6379 (default: RAY_ADDRESS, else a local Ray instance)"),
 ]
 
 EXAMPLES = {
