@@ -19,6 +19,7 @@ On a GPU machine (`--device auto`, the default) the Ray actors take one GPU each
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -38,10 +39,8 @@ STARTUP = re.compile(r"started a local Ray instance in ([0-9.]+) s")
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):  # a process that just ended
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -94,8 +93,9 @@ def main() -> int:
         clip = make_clip(work / "clip.mp4", args.frames, size="320x240")
         base = work / "base"
         common = ["--preset", args.preset, "--device", args.device]
-        for step in (["extract", clip, "-o", base, "--fps", "1"], ["interrogate", base]):
-            subprocess.run([*py, *map(str, step), *common], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        for step in (["extract", clip, "-o", base, "--fps", "1", "--preset", args.preset],
+                     ["interrogate", base, *common]):
+            subprocess.run([*py, *map(str, step)], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         gen = ["--steps", str(args.steps), "--pixels", str(args.pixels), "--batch-size", "1", *common]
         variants = {"local": ["--backend", "local"], "ray1": ["--backend", "ray", "--workers", "1"],
                     "ray2": ["--backend", "ray", "--workers", "2"]}

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -62,6 +64,7 @@ def connect(settings: Settings) -> Any:
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the core worker's C++ notices (and that it read this)
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -77,8 +80,20 @@ def connect(settings: Settings) -> Any:
                "or leave out --ray-address and unset RAY_ADDRESS for a local instance") if address \
             else "check that Ray works here (`ray start --head`), or use --backend local"
         raise UserError(f"cannot reach {where} ({detail}); {fix}") from None
+    finally:
+        _restore(handlers)
     _quiet_ray_data(ray)
     return ray
+
+
+def _restore(handlers: dict) -> None:
+    """Ray's core worker installs its own SIGTERM handler (it aborts the process): put back the
+    command's, which stops the run as Ctrl-C does, keeping what was committed."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def _quiet_ray_data(ray: Any) -> None:
