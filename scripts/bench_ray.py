@@ -10,7 +10,7 @@ size 1). Exits non-zero when they are not, or when 1 actor takes more than --lim
 without the start-up.
 
     python scripts/bench_ray.py                          # tiny preset, 12 frames at 512x512, 4 steps
-    python scripts/bench_ray.py --frames 4 --pixels 4096 --limit 0   # a smoke run (no limit)
+    python scripts/bench_ray.py --frames 4 --size 64 --limit 0   # a smoke run (no limit)
     python scripts/bench_ray.py --preset default --frames 8          # real models, where they are cached
 
 On a GPU machine (`--device auto`, the default) the Ray actors take one GPU each (num_gpus=1).
@@ -75,10 +75,35 @@ def measure(cmd: list[str]) -> tuple[float, float, str]:
     return seconds, peak / 2**20, err
 
 
+def handover(size: int, paint_s: float) -> None:
+    """What the driver pays per dream for committing it itself: the result made plain data in the
+    worker (raw pixels), a picture again here, and the PNG commit; against the paint time per frame."""
+    import numpy as np
+    from PIL import Image
+
+    from video2dream.backends.base import Painted
+    from video2dream.backends.ray import from_row, to_row
+    from video2dream.pngmeta import save_png
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    with tempfile.TemporaryDirectory() as folder:
+        t0 = time.perf_counter()
+        for _ in range(5):
+            row = to_row(Painted(image, "Euler", "m"))
+            back = from_row("paint", row)
+        t1 = time.perf_counter()
+        for k in range(5):
+            save_png(back.image, Path(folder) / f"{k}.png", "text", {"video2dream": "key"})
+        t2 = time.perf_counter()
+    print(f"driver commits: per {size}x{size} dream {(t1 - t0) / 5 * 1000:.1f} ms to hand the pixels over "
+          f"({len(row['pixels']) / 2**20:.1f} MiB) and {(t2 - t1) / 5 * 1000:.1f} ms to write the PNG"
+          + (f", against {paint_s:.2f} s of painting" if paint_s else ""))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=12, help="frames to paint (default 12)")
-    ap.add_argument("--pixels", type=int, default=512 * 512, help="pixels of a dream (default 512x512)")
+    ap.add_argument("--size", type=int, default=512, help="dream width and height (default 512)")
     ap.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     ap.add_argument("--preset", default="tiny", help="settings preset (default tiny)")
     ap.add_argument("--device", default="auto", help="--device of every variant (default auto)")
@@ -96,7 +121,8 @@ def main() -> int:
         for step in (["extract", clip, "-o", base, "--fps", "1", "--preset", args.preset],
                      ["interrogate", base, *common]):
             subprocess.run([*py, *map(str, step)], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        gen = ["--steps", str(args.steps), "--pixels", str(args.pixels), "--batch-size", "1", *common]
+        size = ["--width", str(args.size), "--height", str(args.size)]
+        gen = ["--steps", str(args.steps), *size, "--batch-size", "1", *common]
         variants = {"local": ["--backend", "local"], "ray1": ["--backend", "ray", "--workers", "1"],
                     "ray2": ["--backend", "ray", "--workers", "2"]}
         rows, walls, pictures = [], {}, {}
@@ -109,12 +135,13 @@ def main() -> int:
             walls[name] = seconds - startup
             pictures[name] = {p.name: p.read_bytes() for p in sorted((run / "dreams").glob("*.png"))}
             rows.append([name, seconds, startup, walls[name], walls[name] / args.frames, mib])
-        print_table(f"generate, {args.preset} preset, {args.frames} frames, {args.pixels} pixels, {args.steps} steps, "
-                    f"batch 1, {os.cpu_count()} CPUs",
+        print_table(f"generate, {args.preset} preset, {args.frames} frames at {args.size}x{args.size}, "
+                    f"{args.steps} steps, batch 1, {os.cpu_count()} CPUs",
                     ["variant", "wall s", "ray start s", "wall - start s", "s/frame", "peak MiB"], rows)
         if "local" in walls:
             for name in walls:
                 print(f"{name}: {walls[name] / walls['local']:.2f}x local's wall (start-up excluded)")
+        handover(args.size, walls.get("local", 0.0) / args.frames)
         same = all(p == next(iter(pictures.values())) for p in pictures.values())
         print("dreams identical across variants" if same else "DREAMS DIFFER between variants")
         ratio = walls.get("ray1", 0) / walls["local"] if "local" in walls else 0

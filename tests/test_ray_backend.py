@@ -158,3 +158,18 @@ def test_without_ray_one_line_error(extracted: Path, monkeypatch: pytest.MonkeyP
     one_line_error(cli("interrogate", run, "--backend", "ray"), capsys.readouterr().err, "Ray",
                    "pip install 'video2dream[ray]'")
     assert not (run / "prompts.csv").exists()
+
+
+def test_token_limits_as_the_painter_counts_them(one_torch_thread) -> None:
+    """The driver counts what SDXL's 77 tokens cut from its tokenizer alone, as the loaded painter does."""
+    pytest.importorskip("ray")
+    from video2dream.backends import get
+    from video2dream.settings import resolve
+    from video2dream.units import Unit, paint_params
+
+    settings = resolve(preset="tiny")
+    units = [Unit(f"00000{k}.png", "paint", (), paint_params(prompt, "", k, (64, 64), 1, 5.0, None, None), "k")
+             for k, prompt in enumerate(["a red cat", "a red cat, " * 40, "ünïcödé 🐈 " * 60], start=1)]
+    ray_cut = get("ray").token_limits(units, settings)
+    assert set(ray_cut) == {"000002.png", "000003.png"}
+    assert ray_cut == get("local").token_limits(units, settings)
