@@ -6,8 +6,8 @@ a `video2dream generate` subprocess on a fresh copy of that folder: --backend lo
 command does). Per variant: the wall time, the Ray start-up (ray.init, from the command's own line)
 reported apart, the wall without it, and the peak RSS of the whole process tree (the command, Ray's
 GCS, raylet and workers), sampled every 0.1 s. The dreams of every variant must be identical (batch
-size 1). Exits non-zero when they are not, or when 1 actor takes more than --limit x local's wall
-without the start-up.
+size 1, OMP_NUM_THREADS=1 unless set). Exits non-zero when they are not, or when 1 actor takes
+more than --limit x local's wall without the start-up.
 
     python scripts/bench_ray.py                          # tiny preset, 12 frames at 512x512, 4 steps
     python scripts/bench_ray.py --frames 4 --size 64 --limit 0   # a smoke run (no limit)
@@ -48,6 +48,9 @@ def measure(cmd: list[str]) -> tuple[float, float, str]:
     """(seconds, peak MiB of the process tree, stderr) of cmd."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("RAY_ADDRESS", None)  # each Ray variant starts (and pays for) its own local instance
+    # The same torch threads everywhere: a CPU's float sums depend on how many threads share them
+    # (another count, other last bits), and Ray would give an actor as many as its num_cpus.
+    env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -142,8 +145,10 @@ def main() -> int:
             for name in walls:
                 print(f"{name}: {walls[name] / walls['local']:.2f}x local's wall (start-up excluded)")
         handover(args.size, walls.get("local", 0.0) / args.frames)
-        same = all(p == next(iter(pictures.values())) for p in pictures.values())
-        print("dreams identical across variants" if same else "DREAMS DIFFER between variants")
+        first = next(iter(pictures))
+        differ = [n for n in pictures if pictures[n] != pictures[first]]
+        same = not differ
+        print("dreams identical across variants" if same else f"DREAMS DIFFER: {', '.join(differ)} vs {first}")
         ratio = walls.get("ray1", 0) / walls["local"] if "local" in walls else 0
         if not same or (args.limit and ratio > args.limit):
             return 1

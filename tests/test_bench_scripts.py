@@ -51,3 +51,10 @@ def test_bench_gpu_logic_with_tiny_models() -> None:
     out = bench("bench_gpu.py", "--tiny", "--frames", "1", "--batches", "1", "--size", "64",
                 "--e2e-seconds", "1", "--parts", "generate,run")
     assert "generate stage, batch 1" in out and "run end to end, 4-step turbo preset" in out
+
+
+def test_bench_ray_local_vs_one_actor() -> None:
+    pytest.importorskip("ray.data")
+    out = bench("bench_ray.py", "--frames", "2", "--size", "64", "--steps", "1", "--variants", "local,ray1",
+                "--limit", "0")
+    assert "ray1" in out and "x local's wall" in out and "dreams identical across variants" in out

@@ -199,16 +199,17 @@ def from_row(kind: str, row: dict[str, Any]) -> Painted | Caption:
     return Caption(str(row["caption"]), str(row["prompt"]), str(row["negative_prompt"]))
 
 
-def pool_shape(ray: Any, settings: Settings) -> tuple[int, float, float]:
+def pool_shape(ray: Any, settings: Settings, units: int) -> tuple[int, float, float]:
     """(actors, CPUs per actor, GPUs per actor): one actor per GPU (or --workers), on the CPU one per
-    node sharing its cores (or --workers), never more than the cluster can hold at once."""
+    node sharing its cores (or --workers); never more than the cluster can hold at once, nor than
+    there are units (each actor loads the models)."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus and settings.device != "cpu":
-        return min(settings.workers or gpus, gpus), 1.0, 1.0
+        return max(1, min(settings.workers or gpus, gpus, units)), 1.0, 1.0
     nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
     cpus = int(sum(nodes)) or 1
-    actors = min(settings.workers or len(nodes) or 1, cpus)
+    actors = max(1, min(settings.workers or len(nodes) or 1, cpus, units))
     per_node = -(-actors // max(1, len(nodes)))
     return actors, max(1.0, float(min(nodes or [1]) // per_node)), 0.0
 
@@ -254,7 +255,7 @@ class RayBackend(Backend):
         root = Path(root).resolve()  # the actors find the run folder by the same absolute path
         check_shared_folder(ray, root)
         kind = units[0].kind
-        actors, cpus, gpus = pool_shape(ray, settings)
+        actors, cpus, gpus = pool_shape(ray, settings, len(units))
         say(f"ray: {len(units)} unit(s) on {actors} actor(s) ({'1 GPU' if gpus else f'{cpus:g} CPU'} each)")
         by_name = {u.name: u for u in units}
         size = settings.generate.batch_size if kind == "paint" else settings.interrogate.batch_size
