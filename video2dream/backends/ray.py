@@ -101,7 +101,7 @@ def _quiet_ray_data(ray: Any) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.verbose_progress = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a failure is raised here, in one line
     logging.getLogger("ray").setLevel(logging.ERROR)
 
 
@@ -162,12 +162,17 @@ class UnitWorker:
         self.settings, self.root = settings, Path(root)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.backend = LocalBackend()
+        self.failed: str | None = None
         try:
             self.backend.load(kind, settings)
         except UserError as e:
-            raise WorkerError(f"on {self.name}: {e}") from None
+            # Raised with the first batch, as a task's error: an actor that dies in __init__ is
+            # retried and reported by Ray with tracebacks on the command's stderr.
+            self.failed = f"on {self.name}: {e}"
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        if self.failed:
+            raise WorkerError(self.failed)
         units = [Unit.from_json(json.loads(text)) for text in batch["unit"]]
         out: dict[str, list] = {}
         try:
@@ -308,6 +313,9 @@ def _worker_error(e: BaseException) -> str | None:
             return str(cause.args[0]) if cause.args else str(cause)
         if isinstance(x, WorkerError) and type(x) is WorkerError:
             return str(x.args[0]) if x.args else str(x)
+        marker = f"{WorkerError.__module__}.WorkerError: "
+        if marker in str(x):  # only in the text of a traceback Ray carried over
+            return str(x).rsplit(marker, 1)[1].splitlines()[0]
         todo += [x.__cause__, x.__context__, cause if isinstance(cause, BaseException) else None]
     return None
 
