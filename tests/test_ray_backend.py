@@ -173,3 +173,15 @@ def test_token_limits_as_the_painter_counts_them(one_torch_thread) -> None:
     ray_cut = get("ray").token_limits(units, settings)
     assert set(ray_cut) == {"000002.png", "000003.png"}
     assert ray_cut == get("local").token_limits(units, settings)
+
+
+def test_in_betweens_on_ray_are_the_local_ones(cluster: str, reference: Path) -> None:
+    """The morph stage's units run on the actors like the dreams: the same in-betweens, byte for byte."""
+    local = copy_of(reference, "morph-local", dreams=True)
+    remote = copy_of(reference, "morph-ray", dreams=True)
+    flags = ("--inbetweens", "1", *MODEL_FLAGS)
+    assert cli("morph", local, *flags) == 0
+    assert cli("morph", remote, "--backend", "ray", "--workers", "2", *flags) == 0  # 1 CPU, 1 thread each
+    made = {p.name: p.read_bytes() for p in sorted((local / "morphs").glob("*.png"))}
+    assert len(made) == FRAMES - 1
+    assert {p.name: p.read_bytes() for p in sorted((remote / "morphs").glob("*.png"))} == made
