@@ -402,3 +402,18 @@ def test_inbetweens_need_current_dreams_and_count_in_run(fake, clip: Path, extra
     assert f"up to 2 more for the in-betweens, one per gap ({MORPH_REF})" in err
     last_error(code, err, "up to 8 prediction(s)", "--max-predictions 7")
     assert not fake.created
+
+
+def test_inbetweens_unknown_model_or_failed_prediction(fake, dreamed: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    run = copy(dreamed, tmp_path)
+    config = tmp_path / "film.yaml"
+    config.write_text("replicate:\n  morph_model: google-research/frame-interpolation:" + "0" * 64 + "\n")
+    before = snapshot(run)
+    code = cli("morph", run, *REMOTE, "--inbetweens", "1", "--config", config)
+    one_line_error(code, capsys.readouterr().err, "replicate.morph_model", "is no model or version on Replicate")
+    assert snapshot(run) == before and not fake.created
+    fake.fail = lambda p: "CUDA out of memory" if p.kind == "morph" and len(fake.created) == 2 else None
+    code = cli("morph", run, *REMOTE, "--inbetweens", "1", "--workers", "1")
+    last_error(code, capsys.readouterr().err, "000002-000003 failed: CUDA out of memory")
+    assert sorted(p.name for p in (run / "morphs").iterdir()) == ["000001-000002_01.png"]  # the other gap kept
