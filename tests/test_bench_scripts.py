@@ -57,3 +57,10 @@ def test_bench_gpu_logic_with_tiny_models() -> None:
 def test_bench_morph_reports_its_ratio() -> None:
     out = bench("bench_morph.py", "--keyframes", "2", "--inbetweens", "2", "--repeat", "1", "--batch-size", "2")
     assert "2 in-betweens" in out and "loop wall / model time" in out
+
+
+def test_bench_ray_local_vs_one_actor() -> None:
+    pytest.importorskip("ray.data")
+    out = bench("bench_ray.py", "--frames", "2", "--size", "64", "--steps", "1", "--variants", "local,ray1",
+                "--limit", "0")
+    assert "ray1" in out and "x local's wall" in out and "dreams identical across variants" in out

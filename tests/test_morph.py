@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli, ffmpeg, make_clip, one_line_error
+from conftest import cli, ffmpeg, make_clip, one_line_error, snapshot
 from PIL import Image
 
 from video2dream import media
@@ -260,3 +260,17 @@ def test_audio_pacing_without_sound_is_a_clear_error(base: Path, tmp_path: Path,
     run = copy(base, tmp_path)
     one_line_error(cli("morph", run.root, "--pacing", "audio", "--audio", "none"), capsys.readouterr().err,
                    "--pacing linear")
+
+
+def test_morph_refuses_dreams_it_cannot_reproduce(base: Path, tmp_path: Path) -> None:
+    """The walk paints with SDXL's base alone: with a refiner its ends would not be the dreams."""
+    from video2dream.errors import UserError
+    from video2dream.settings import replace_section
+
+    run = copy(base, tmp_path)
+    shutil.rmtree(run.morphs_dir)
+    before = snapshot(run.root)
+    settings = replace_section(tiny(), "generate", refiner="tiny:sdxl-refiner")
+    with pytest.raises(UserError, match="--refiner.*crossfade"):
+        mo.morph(run, settings)
+    assert snapshot(run.root) == before

@@ -204,6 +204,7 @@ class Settings:
     # differ from local's (a remote service) adds its own part to their keys
     backend: str = setting("local", SPEED)
     workers: int | None = setting(None, SPEED)  # a backend's parallel workers (None: its own choice)
+    ray_address: str | None = setting(None, SPEED)  # the ray backend's cluster (None: RAY_ADDRESS, or a local one)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     interrogate: InterrogateSettings = field(default_factory=InterrogateSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
@@ -217,7 +218,7 @@ class Settings:
 
 
 SECTIONS = ("extract", "interrogate", "generate", "assemble", "morph", "telephone", "replicate")
-TOP_LEVEL = ("device", "dtype", "backend", "workers")
+TOP_LEVEL = ("device", "dtype", "backend", "workers", "ray_address")
 
 
 def stable_hash(*parts: Any, length: int = 16) -> str:

@@ -73,15 +73,16 @@ def with_cuts(base: list[Keyframe], cuts: list[float], near: float) -> list[Keyf
 # -- the soundtrack's beats ----------------------------------------------------------------------
 
 
-def soundtrack(video: Path, start: float, end: float, rate: int = AUDIO_RATE) -> np.ndarray:
-    """The first audio stream of [start, end) as mono float32 samples at rate."""
+def soundtrack(video: Path, start: float = 0.0, end: float | None = None, rate: int = AUDIO_RATE) -> np.ndarray:
+    """The first audio stream of [start, end) (end None: to its end) as mono float32 samples at rate,
+    through a pipe: nothing is written anywhere."""
     import numpy as np
 
     cmd = [media.ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error"]
     if start > 0:
         cmd += ["-ss", f"{start!r}"]
-    cmd += ["-i", media.arg(video), "-t", f"{end - start!r}", "-map", "0:a:0", "-vn", "-ac", "1",
-            "-ar", str(rate), "-f", "f32le", "-"]
+    cmd += ["-i", media.arg(video), *(["-t", f"{end - start!r}"] if end is not None else []),
+            "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
     with tempfile.TemporaryFile() as err:  # stderr to a file: a chatty ffmpeg never blocks
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err)
         if proc.returncode != 0:

@@ -29,6 +29,8 @@ class LocalBackend(Backend):
         self._loaded: dict[str, Any] = {}
 
     def load(self, kind: str, settings: Settings) -> None:
+        if kind == "morph":
+            _check_morph(settings)
         if kind in ("paint", "morph"):  # in-betweens are painted by the same painter
             self._loaded[kind] = self.models.painter(settings)
         else:
@@ -99,6 +101,20 @@ class LocalBackend(Backend):
         else:
             pairs = interrogator.interrogate(images, captions, p["mode"])
         return [Caption(c, prompt, negative) for c, (prompt, negative) in zip(captions, pairs, strict=True)]
+
+
+def _check_morph(settings: Settings) -> None:
+    """The latent walk paints with the base model alone, from plain prompt embeddings: with a
+    refiner, a ControlNet or weighted prompts its ends would not be the dreams."""
+    from ..errors import UserError
+
+    g = settings.generate
+    on = [flag for flag, value in (("--refiner", g.refiner), ("--controlnet", g.controlnet),
+                                   ("--prompt-weighting", g.prompt_weighting)) if value]
+    if on:
+        raise UserError(f"in-betweens walk SDXL's base alone, so they cannot start and end on dreams painted with "
+                        f"{', '.join(on)}; paint the dreams without it (`none`), or use --transition crossfade "
+                        "or flow")
 
 
 def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:

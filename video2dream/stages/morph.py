@@ -174,35 +174,23 @@ HOP = 256  # ~11.6 ms per onset-strength sample
 def onset_envelope(run: RunFolder, settings: Settings) -> tuple[Any, float]:
     """librosa's onset strength of the soundtrack assemble would use (source seconds), and its
     samples per second."""
-    import librosa
     import numpy as np
 
+    from ..timing import MUSIC_EXTRA, soundtrack
     from .assemble import audio_source
+
+    try:
+        import librosa
+    except ImportError:
+        raise UserError(f"--pacing audio needs librosa: {MUSIC_EXTRA}") from None
 
     sound = audio_source(run, settings.assemble.audio)
     if sound.path is None:
         raise UserError(f"--pacing audio follows the soundtrack, and there is none ({sound.says}); "
                         "use --pacing linear, or give one with --audio FILE")
-    pcm = decode_audio(sound.path)
+    pcm = soundtrack(sound.path, rate=SAMPLE_RATE)
     env = librosa.onset.onset_strength(y=pcm, sr=SAMPLE_RATE, hop_length=HOP)
     return np.asarray(env, dtype=np.float64), SAMPLE_RATE / HOP
-
-
-def decode_audio(path: Path) -> Any:
-    """The first audio stream of path as mono float samples at SAMPLE_RATE (ffmpeg decodes). Into a
-    temporary folder outside the run folder: `status` plans too, and writes nothing."""
-    import tempfile
-
-    import numpy as np
-
-    from .. import media
-
-    with tempfile.TemporaryDirectory(prefix="video2dream-audio-") as tmp:
-        raw = Path(tmp) / "sound.f32"
-        media.run_ffmpeg(["-protocol_whitelist", "file", "-i", media.arg(path), "-map", "0:a:0", "-vn",
-                          "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", media.arg(raw)],
-                         f"decode the sound of {path.name}")
-        return np.fromfile(raw, dtype="<f4")
 
 
 # -- units, execute, commit --------------------------------------------------------------------
