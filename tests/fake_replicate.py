@@ -1,7 +1,10 @@
 """A local stand-in for the part of Replicate's HTTP API the `replicate` client uses: look up a model
 version, create a prediction (by version, or by an official model's name), get one, cancel one, and
-the output files by URL. Bearer tokens are checked. It counts predictions per input, so that a test
-can tell that no frame was predicted twice; knobs make it hold predictions, fail them, or throttle.
+the output files by URL. Bearer tokens are checked. The frame interpolation model answers as FILM does
+on Replicate: times_to_interpolate 1 gives one PNG (the midpoint), n > 1 an mp4 of 2^n + 1 frames
+(the two inputs included), here blends of the two pictures made with ffmpeg. It counts predictions
+per input, so that a test can tell that no frame was predicted twice; knobs make it hold predictions,
+fail them, or throttle.
 
 Point the real client at it with REPLICATE_BASE_URL=server.url (and REPLICATE_API_TOKEN=server.token).
 """
@@ -25,6 +28,7 @@ from video2dream.settings import ReplicateSettings
 
 CAPTION_REF = ReplicateSettings().caption_model
 PAINT_REF = ReplicateSettings().paint_model
+MORPH_REF = ReplicateSettings().morph_model
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Prediction:
     id: str
     model: str
     version: str
-    kind: str  # "caption" or "paint"
+    kind: str  # "caption", "paint" or "morph"
     input: dict[str, Any]
     status: str = "starting"
     output: Any = None
@@ -41,7 +45,8 @@ class Prediction:
 
     def json(self, base: str) -> dict[str, Any]:
         return {"id": self.id, "model": self.model, "version": self.version, "status": self.status,
-                "input": {k: v for k, v in self.input.items() if k != "image"}, "output": self.output,
+                "input": {k: v for k, v in self.input.items() if k not in ("image", "frame1", "frame2")},
+                "output": self.output,
                 "error": self.error, "logs": "", "metrics": {}, "created_at": "2026-01-01T00:00:00Z",
                 "started_at": None, "completed_at": None,
                 "urls": {"get": f"{base}/v1/predictions/{self.id}",
@@ -54,7 +59,8 @@ class FakeReplicate:
     token: str = "r8_fake_token"
     versions: dict[str, tuple[str, str]] = field(default_factory=lambda: {  # version -> (owner/name, kind)
         CAPTION_REF.split(":")[1]: (CAPTION_REF.split(":")[0], "caption"),
-        PAINT_REF.split(":")[1]: (PAINT_REF.split(":")[0], "paint")})
+        PAINT_REF.split(":")[1]: (PAINT_REF.split(":")[0], "paint"),
+        MORPH_REF.split(":")[1]: (MORPH_REF.split(":")[0], "morph")})
     hold: bool = False  # predictions stay "processing" until this is False again
     hold_only: Callable[[Prediction], bool] | None = None  # hold just these
     fail: Callable[[Prediction], str | None] = lambda p: None  # an error text fails the prediction
@@ -67,6 +73,7 @@ class FakeReplicate:
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _files: dict[str, bytes] = field(default_factory=dict, repr=False)  # prediction id -> its made output file
 
     def created_for(self, kind: str) -> Counter:
         return Counter({k: n for k, n in self.created.items() if k[0] == kind})
@@ -97,6 +104,9 @@ class FakeReplicate:
             p.status, p.error = "failed", error
         elif p.kind == "paint":
             p.status, p.output = "succeeded", [f"{self.url}/files/{p.id}.png"]
+        elif p.kind == "morph":  # FILM's output is one file (not a list)
+            ext = "png" if int(p.input.get("times_to_interpolate", 1)) == 1 else "mp4"
+            p.status, p.output = "succeeded", f"{self.url}/files/{p.id}.{ext}"
         else:
             p.status, p.output = "succeeded", f"a picture of {fingerprint('caption', p.input)[1][:8]}, " \
                                               "trending on artstation, sharp focus"
@@ -105,6 +115,10 @@ class FakeReplicate:
         from PIL import Image
 
         p = self.predictions.get(prediction_id)
+        if p is not None and p.kind == "morph":
+            if prediction_id not in self._files:
+                self._files[prediction_id] = interpolate(p.input)
+            return self._files[prediction_id]
         if p is None or p.kind != "paint":
             return None
         color = tuple(hashlib.sha256(json.dumps(p.input, sort_keys=True).encode()).digest()[:3])
@@ -118,9 +132,42 @@ class FakeReplicate:
         return out.getvalue()
 
 
+def interpolate(inputs: dict[str, Any]) -> bytes:
+    """FILM's output for frame1, frame2 and times_to_interpolate n: a PNG of their midpoint (n = 1),
+    else an mp4 (30 fps) of 2^n + 1 frames, frame j the blend j/2^n of the two pictures."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from video2dream.media import ffmpeg_path
+
+    with Image.open(io.BytesIO(image_bytes(inputs["frame1"]))) as a, \
+            Image.open(io.BytesIO(image_bytes(inputs["frame2"]))) as b:
+        a, b = a.convert("RGB"), b.convert("RGB").resize(a.size)
+    n = int(inputs.get("times_to_interpolate", 1))
+    if n == 1:
+        out = io.BytesIO()
+        Image.blend(a, b, 0.5).save(out, format="PNG")
+        return out.getvalue()
+    steps = 2 ** n
+    with tempfile.TemporaryDirectory(prefix="fake-film-") as tmp:
+        for j in range(steps + 1):
+            Image.blend(a, b, j / steps).save(Path(tmp) / f"{j:05d}.png")
+        video = Path(tmp) / "out.mp4"
+        subprocess.run([ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-y", "-framerate", "30", "-i",
+                        str(Path(tmp) / "%05d.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "1",
+                        str(video)], check=True)
+        return video.read_bytes()
+
+
 def fingerprint(kind: str, inputs: dict[str, Any]) -> tuple[str, str]:
     """What makes two predictions the same work: a paint's prompt and seed (and init image), a
-    caption's image."""
+    caption's image, a morph's two pictures and times."""
+    if kind == "morph":
+        pictures = hashlib.sha256(f"{inputs.get('frame1')}|{inputs.get('frame2')}".encode()).hexdigest()[:16]
+        return kind, f"{pictures}|{inputs.get('times_to_interpolate')}"
     if kind == "caption":
         return kind, hashlib.sha256(str(inputs.get("image", "")).encode()).hexdigest()
     image = hashlib.sha256(str(inputs.get("image", "")).encode()).hexdigest()[:8] if "image" in inputs else ""
@@ -170,11 +217,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         fake: FakeReplicate = self.server.fake
-        m = re.fullmatch(r"/files/(\w+)\.png", self.path)
+        m = re.fullmatch(r"/files/(\w+)\.(png|mp4)", self.path)
         if m:  # outputs are served without a token, as replicate.delivery does
             with fake.lock:
                 data = fake.picture(m[1])
-            self._send(200, data, "image/png") if data else self._send(404, {"detail": "no such file"})
+            kind = "image/png" if m[2] == "png" else "video/mp4"
+            self._send(200, data, kind) if data else self._send(404, {"detail": "no such file"})
             return
         if not self._gate():
             return

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli, make_clip, one_line_error, snapshot
-from fake_replicate import CAPTION_REF, PAINT_REF, Server
+from fake_replicate import CAPTION_REF, MORPH_REF, PAINT_REF, Server
 
 from video2dream.backends.replicate import Journal
 from video2dream.pngmeta import read_png_text
 from video2dream.runfolder import RunFolder
 from video2dream.settings import resolve
 from video2dream.stages import generate as gen
+from video2dream.stages import morph as mo
 from video2dream.stages.interrogate import row_keys
 
 NAMES = ["000001.png", "000002.png", "000003.png"]
@@ -72,6 +73,20 @@ def captioned(extracted: Path, server: Server, tmp_path_factory: pytest.TempPath
         mp.setenv("REPLICATE_POLL_INTERVAL", "0.02")
         server.reset()
         assert cli("interrogate", out, *REMOTE) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def dreamed(captioned: Path, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three dreams painted by `generate --backend replicate` (solid colours: the server's)."""
+    out = tmp_path_factory.mktemp("rep") / "dreamed"
+    shutil.copytree(captioned, out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPLICATE_BASE_URL", server.url)
+        mp.setenv("REPLICATE_API_TOKEN", server.fake.token)
+        mp.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+        server.reset()
+        assert cli("generate", out, *REMOTE) == 0
     return out
 
 
@@ -313,3 +328,92 @@ def test_the_telephone_game_is_refused(fake, tmp_path: Path, capsys: pytest.Capt
     code = cli("telephone", tmp_path / "cover.png", "-o", tmp_path / "chain", "--preset", "tiny", *REMOTE)
     one_line_error(code, capsys.readouterr().err, "does not play the telephone game yet", "--backend local")
     assert not (tmp_path / "chain").exists() and not fake.created
+
+
+def _colour(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+
+
+def test_inbetweens_one_prediction_per_gap(fake, dreamed: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """FILM on the two dreams, one prediction per gap (an mp4 of 2^2 + 1 frames for 3 in-betweens);
+    each in-between is the frame at its t; a rerun sends nothing; the keys are not the local ones."""
+    run = copy(dreamed, tmp_path)
+    assert cli("morph", run, *REMOTE, "--inbetweens", "3") == 0
+    assert f"2 new prediction(s) of {MORPH_REF} (one per gap, for 6 in-between(s))" in capsys.readouterr().err
+    sent = [p for p in fake.predictions.values() if p.kind == "morph"]
+    assert len(sent) == 2 and sorted(fake.created_for("morph").values()) == [1, 1]
+    assert all(p.input["times_to_interpolate"] == 2 and p.input["frame1"].startswith("data:image/png;base64,")
+               for p in sent)
+    names = sorted(p.name for p in (run / "morphs").iterdir())
+    assert names == [f"00000{a}-00000{a + 1}_0{k}.png" for a in (1, 2) for k in (1, 2, 3)]
+    a, b = _colour(run / "dreams" / "000001.png"), _colour(run / "dreams" / "000002.png")
+    for k, t in ((1, 0.25), (2, 0.5), (3, 0.75)):  # FILM's frames 1..3 of 4: exactly these t
+        assert abs(_colour(run / "morphs" / f"000001-000002_0{k}.png") - (a + (b - a) * t)).max() <= 4, k
+    assert f'Model: "{MORPH_REF}"' in read_png_text(run / "morphs" / "000002-000003_02.png")["parameters"]
+    folder = RunFolder(run)
+    settings = resolve(folder.saved_settings())
+    assert mo.status_data(folder, settings)["state"] == "current"
+    assert cli("morph", run, *REMOTE, "--inbetweens", "3") == 0  # all current: nothing is sent again
+    assert len(fake.created_for("morph")) == 2 and "0 in-between(s) painted, 6 up to date" in capsys.readouterr().err
+    remote = {m.name: m.key for m in mo.plan(folder, settings)}
+    local = {m.name: m.key for m in mo.plan(folder, settings, backend="local")}
+    assert remote.keys() == local.keys() and all(remote[n] != local[n] for n in names)  # switching repaints
+    film = "google-research/frame-interpolation"  # no version: not the default's key
+    other = resolve(folder.saved_settings(), overrides={"replicate": {"morph_model": film}})
+    assert len(mo.plan_units(folder, other)[0]) == 6  # another model version: made again
+
+
+def test_inbetweens_killed_then_rerun_never_predict_a_gap_twice(fake, dreamed: Path, tmp_path: Path) -> None:
+    """One in-between a gap: FILM's midpoint (a PNG). Killed while both gaps are in flight, the rerun
+    collects them by id."""
+    run = copy(dreamed, tmp_path)
+    fake.hold = True
+    proc = _cli_process("morph", run, *REMOTE, "--inbetweens", "1", "--workers", "2")
+    _until_journaled(proc, run, "morph", 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(fake.created_for("morph")) == 2 and not fake.cancels
+    fake.hold = False
+    assert cli("morph", run, *REMOTE, "--inbetweens", "1") == 0
+    assert sorted(fake.created_for("morph").values()) == [1, 1]  # no gap predicted twice
+    assert {p.input["times_to_interpolate"] for p in fake.predictions.values()} == {1}
+    assert sorted(p.name for p in (run / "morphs").iterdir()) == ["000001-000002_01.png", "000002-000003_01.png"]
+    a, b = _colour(run / "dreams" / "000002.png"), _colour(run / "dreams" / "000003.png")
+    assert abs(_colour(run / "morphs" / "000002-000003_01.png") - (a + b) / 2).max() <= 2
+
+
+def test_inbetweens_need_current_dreams_and_count_in_run(fake, clip: Path, extracted: Path, dreamed: Path,
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = copy(dreamed, tmp_path)
+    (run / "dreams" / "000002.png").unlink()
+    before = snapshot(run)
+    code = cli("morph", run, *REMOTE)
+    one_line_error(code, capsys.readouterr().err, "dreams/000002.png is missing or not current", "generate")
+    assert snapshot(run) == before and not fake.created
+    fresh = tmp_path / "fresh"
+    shutil.copytree(extracted, fresh)  # 3 captions, up to 3 dreams and 2 gaps
+    code = cli("run", clip, "-o", fresh, "--preset", "tiny", *REMOTE, "--transition", "morph",
+               "--max-predictions", "7")
+    err = capsys.readouterr().err
+    assert f"up to 2 more for the in-betweens, one per gap ({MORPH_REF})" in err
+    last_error(code, err, "up to 8 prediction(s)", "--max-predictions 7")
+    assert not fake.created
+
+
+def test_inbetweens_unknown_model_or_failed_prediction(fake, dreamed: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    run = copy(dreamed, tmp_path)
+    config = tmp_path / "film.yaml"
+    config.write_text("replicate:\n  morph_model: google-research/frame-interpolation:" + "0" * 64 + "\n")
+    before = snapshot(run)
+    code = cli("morph", run, *REMOTE, "--inbetweens", "1", "--config", config)
+    one_line_error(code, capsys.readouterr().err, "replicate.morph_model", "is no model or version on Replicate")
+    assert snapshot(run) == before and not fake.created
+    fake.fail = lambda p: "CUDA out of memory" if p.kind == "morph" and len(fake.created) == 2 else None
+    code = cli("morph", run, *REMOTE, "--inbetweens", "1", "--workers", "1")
+    last_error(code, capsys.readouterr().err, "000002-000003 failed: CUDA out of memory")
+    assert sorted(p.name for p in (run / "morphs").iterdir()) == ["000001-000002_01.png"]  # the other gap kept

@@ -158,7 +158,7 @@ def _before_remote_run(run: RunFolder, settings: Settings, force: bool) -> None:
     --max-predictions before the first is created. Extract (local, free) has run."""
     from .backends import backend_for, key_part
     from .errors import UserError
-    from .stages import generate, interrogate
+    from .stages import generate, interrogate, morph
 
     if not key_part(settings.backend, "caption", settings):
         return  # this machine's (or a cluster's) models: nothing is paid per unit
@@ -169,7 +169,9 @@ def _before_remote_run(run: RunFolder, settings: Settings, force: bool) -> None:
         dreams |= {u.name for u in paints}
     except UserError:  # no prompts.csv yet (or one generate refuses; interrogate fixes it first)
         dreams = {n for n in interrogate.read_frames(run.frames_csv)["filename"]}
-    backend_for(settings.backend).before(run.root, captions, settings, later=len(dreams))
+    # each gap's in-betweens: one prediction (a frame interpolation model makes them in one call)
+    fill = morph.gaps_to_fill(run, settings) if settings.assemble.transition == "morph" else 0
+    backend_for(settings.backend).before(run.root, captions, settings, later=len(dreams), later_gaps=fill)
 
 
 def status_data(run: RunFolder) -> dict[str, Any]:

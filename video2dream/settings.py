@@ -189,6 +189,9 @@ class ReplicateSettings:
         PER_UNIT)
     paint_model: str = setting(  # SDXL: prompt, negative_prompt, width, height, seed, image, ... -> [url]
         "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b", PER_UNIT)
+    morph_model: str = setting(  # FILM: frame1, frame2, times_to_interpolate -> a PNG (1) or an mp4 (2^n + 1 frames)
+        "google-research/frame-interpolation:4f88a16a13673a8b589c18866e540556170a5bcb2ccdc12de556e800e9456d3d",
+        PER_UNIT)
     timeout: float = setting(600.0, SPEED)  # seconds one prediction may take before it is canceled
     max_predictions: int | None = setting(None, PER_CALL)  # refuse a command that would create more
 

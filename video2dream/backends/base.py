@@ -61,10 +61,12 @@ class Backend(ABC):
         results never pass for each other, and switching backends makes the work again)."""
         return {}
 
-    def before(self, root: Path, units: list[Unit], settings: Settings, later: int = 0) -> None:  # noqa: B027
+    def before(self, root: Path, units: list[Unit], settings: Settings, later: int = 0,  # noqa: B027
+               later_gaps: int = 0) -> None:
         """Called with the units about to run, before load and before anything is written. A backend
         that pays per unit says here what it will cost, and may refuse (a UserError). later: units a
-        later stage of the same command may add (`run`: the dreams of the frames captioned now)."""
+        later stage of the same command may add (`run`: the dreams of the frames captioned now);
+        later_gaps: gaps whose in-betweens it may add (`run --transition morph`)."""
 
     def token_limits(self, units: list[Unit], settings: Settings) -> dict[str, tuple[str, str]]:
         """For paint units: unit name -> (what the text encoders read, what their limit cuts off),

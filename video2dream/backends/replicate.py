@@ -2,8 +2,10 @@
 official `replicate` client (pip install 'video2dream[replicate]'), for users without a GPU.
 
 Captions come from replicate.caption_model (a CLIP Interrogator: image -> text), dreams from
-replicate.paint_model (SDXL: prompt, ... -> a list of image URLs). A remote result is not a local
-one: key_part puts the backend's name and the model version into every unit's key.
+replicate.paint_model (SDXL: prompt, ... -> a list of image URLs), in-betweens from
+replicate.morph_model (FILM: the two dreams -> the gap's in-betweens, one prediction per gap; see
+Gap). A remote result is not a local one: key_part puts the backend's name and the model version
+into every unit's key.
 
 Never pay twice: a prediction's id is appended (and fsynced) to .video2dream/predictions.jsonl
 before the command waits on it; a later command that needs the same unit (same frame, same key)
@@ -27,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,9 @@ MAX_WAIT = 60.0  # seconds between two tries, at most (a longer Retry-After is c
 REFUSAL = re.compile(r"nsfw|safety checker|content (filter|policy)|flagged as sensitive", re.IGNORECASE)
 CLIP_NAMES = ("ViT-L-14/openai", "ViT-H-14/laion2b_s32b_b79k", "ViT-bigG-14/laion2b_s39b_b160k")
 TOKEN_PAGE = "https://replicate.com/account/api-tokens"
+MAX_TIMES = 8  # FILM's largest times_to_interpolate: 2^8 - 1 = 255 in-betweens per gap
+MODEL_SETTING = {"caption": "replicate.caption_model", "paint": "replicate.paint_model",
+                 "morph": "replicate.morph_model"}
 
 
 class Refused(Exception):
@@ -64,7 +70,56 @@ class Stopped(Exception):
 
 def model_ref(kind: str, settings: Settings) -> str:
     r = settings.replicate
-    return r.paint_model if kind == "paint" else r.caption_model
+    return {"caption": r.caption_model, "paint": r.paint_model, "morph": r.morph_model}[kind]
+
+
+@dataclass
+class Gap:
+    """What one prediction makes: one caption or paint unit, or every in-between of a gap (FILM makes a
+    gap's in-betweens in one call: 2^n - 1 evenly spaced pictures for times_to_interpolate n, the
+    smallest n that gives at least as many as the gap has, at most MAX_TIMES). It is journaled by its
+    name (a gap's: 000001-000002) and its key (a gap's: the model, the two dreams' keys and n)."""
+    name: str
+    kind: str
+    key: str
+    units: list[Unit] = field(default_factory=list)
+    times: int = 0  # FILM's times_to_interpolate (morph)
+
+
+def times_to_interpolate(count: int) -> int:
+    """The smallest n whose 2^n - 1 evenly spaced in-betweens are at least count (1 to MAX_TIMES)."""
+    n = 1
+    while 2 ** n - 1 < count and n < MAX_TIMES:
+        n += 1
+    return n
+
+
+def nearest(t: float, frames: int) -> int:
+    """Which of FILM's frames (evenly spaced over the gap, both dreams included: frame j is at
+    j/(frames-1)) shows t: the nearest one inside the gap. One frame (n = 1): FILM's midpoint, t = 0.5."""
+    if frames <= 2:
+        return 0
+    return min(frames - 2, max(1, round(t * (frames - 1))))
+
+
+def jobs(units: list[Unit], settings: Settings) -> list[Gap]:
+    """The predictions units need, in order: one per caption or paint unit, one per gap of morph units."""
+    from ..settings import stable_hash
+
+    out: list[Gap] = []
+    gaps: dict[str, Gap] = {}
+    for u in units:
+        if u.kind != "morph":
+            out.append(Gap(u.name, u.kind, u.key, [u]))
+            continue
+        name = u.name.rsplit("_", 1)[0]
+        if name not in gaps:
+            times = times_to_interpolate(int(u.params["gap"]["count"]))
+            key = stable_hash(model_ref("morph", settings), *u.params["gap"]["keys"], times)
+            gaps[name] = Gap(name, "morph", key, [], times)
+            out.append(gaps[name])
+        gaps[name].units.append(u)
+    return out
 
 
 @register("replicate")
@@ -84,20 +139,29 @@ class ReplicateBackend(Backend):
 
     # -- before anything is written ------------------------------------------------------------
 
-    def before(self, root: Path, units: list[Unit], settings: Settings, later: int = 0) -> None:
+    def before(self, root: Path, units: list[Unit], settings: Settings, later: int = 0,
+               later_gaps: int = 0) -> None:
         _check_supported(units, settings)
-        for kind in sorted({u.kind for u in units} | ({"paint"} if later else set())):
+        _check_dreams(root, units)
+        for kind in sorted({u.kind for u in units} | ({"paint"} if later else set())
+                           | ({"morph"} if later_gaps else set())):
             self.load(kind, settings)  # the token and the models, before a word about the cost
         known = Journal(root).read()
-        collect = sum((u.name, u.key) in known for u in units)
-        new = len(units) - collect
+        work = jobs(units, settings)
+        collect = sum((j.name, j.key) in known for j in work)
+        new = len(work) - collect
         parts = [f"{new} new prediction(s) of {model_ref(units[0].kind, settings)}"] if units else []
+        if units and units[0].kind == "morph":
+            parts[0] += f" (one per gap, for {len(units)} in-between(s))"
         if collect:
             parts.append(f"{collect} to collect from an earlier command")
         if later:
             parts.append(f"up to {later} more for the dreams ({settings.replicate.paint_model})")
+        if later_gaps:
+            parts.append(f"up to {later_gaps} more for the in-betweens, one per gap ({settings.replicate.morph_model})")
         say(f"replicate: {', '.join(parts) or 'no prediction to create'}")
         limit = settings.replicate.max_predictions
+        later += later_gaps
         if limit is not None and new + later > limit:
             raise UserError(f"this command would create {'up to ' if later else ''}{new + later} prediction(s) on "
                             f"Replicate, more than --max-predictions {limit}; nothing was created: raise the "
@@ -118,8 +182,7 @@ class ReplicateBackend(Backend):
                 self._call(lambda: client.models.get(owner_name))
         except _api_error() as e:
             if e.status in (404, 422):
-                path = "replicate.paint_model" if kind == "paint" else "replicate.caption_model"
-                raise SettingError(path, f"'{ref}' is no model or version on Replicate ({_detail(e)})",
+                raise SettingError(MODEL_SETTING[kind], f"'{ref}' is no model or version on Replicate ({_detail(e)})",
                                    "give OWNER/NAME:VERSION as on the model's API page") from None
             raise self._api_failure(e, f"looking up {ref}") from None
         self._checked.add(ref)
@@ -153,10 +216,10 @@ class ReplicateBackend(Backend):
             self.load(kind, settings)
         journal = Journal(root)
         known = journal.read()
-        pending = deque(units)
-        running: dict[Future, Unit] = {}
+        pending = deque(jobs(units, settings))
+        running: dict[Future, Gap] = {}
         failures: list[UserError] = []
-        refused: list[tuple[Unit, str]] = []
+        refused: list[tuple[Gap, str]] = []
         made: list[tuple[str, str]] = []
         self._stop.clear()
         pool = ThreadPoolExecutor(max_workers=settings.workers or WORKERS, thread_name_prefix="replicate")
@@ -164,7 +227,7 @@ class ReplicateBackend(Backend):
             while pending or running:
                 while pending and not failures and len(running) < (settings.workers or WORKERS):
                     u = pending.popleft()
-                    if wanted is None or wanted(u):
+                    if wanted is None or any(wanted(x) for x in u.units):
                         running[pool.submit(self._one, client, root, u, settings, journal,
                                             known.get((u.name, u.key)))] = u
                 if not running:
@@ -181,7 +244,7 @@ class ReplicateBackend(Backend):
                         failures.append(e)
                         continue
                     made.append((u.name, u.kind))
-                    yield [(u, result)]
+                    yield result
                     journal.used(u, prediction_id)  # a later --force (or a lost dream) makes a new one
         finally:
             self._stop.set()  # threads still waiting stop now; their predictions stay journaled
@@ -195,10 +258,10 @@ class ReplicateBackend(Backend):
                             f"made), listed in {root / REFUSED}: change their prompts (or seeds) and run the "
                             "command again")
 
-    def _one(self, client: Any, root: Path, u: Unit, settings: Settings, journal: Journal,
-             known_id: str | None) -> tuple[Any, str]:
-        """One unit: collect its journaled prediction, or create one (journaled before the wait);
-        its result and the prediction's id."""
+    def _one(self, client: Any, root: Path, u: Gap, settings: Settings, journal: Journal,
+             known_id: str | None) -> tuple[list[Done], str]:
+        """One prediction's work: collect its journaled prediction, or create one (journaled before
+        the wait); its units' results and the prediction's id."""
         prediction = self._collect(client, known_id) if known_id else None
         if prediction is not None:
             try:
@@ -214,14 +277,17 @@ class ReplicateBackend(Backend):
             raise UserError(f"Replicate's prediction for {u.name} ({prediction.id}) succeeded but its output "
                             "could not be fetched; run the command again") from None
 
-    def _finish(self, client: Any, prediction: Any, u: Unit, settings: Settings) -> Any:
+    def _finish(self, client: Any, prediction: Any, u: Gap, settings: Settings) -> list[Done]:
         ref = model_ref(u.kind, settings)
         prediction = self._wait(client, prediction, u, settings.replicate.timeout)
+        if u.kind == "morph":
+            return self._inbetweens(prediction.output, u, ref)
+        unit = u.units[0]
         if u.kind == "paint":
-            return Painted(self._picture(prediction.output, u), _sampler(ref), ref)
+            return [(unit, Painted(self._picture(prediction.output, unit), _sampler(ref), ref))]
         if prediction.output is None:
             raise Gone(prediction.id)
-        return _caption(prediction.output, u.params["mode"])
+        return [(unit, _caption(prediction.output, unit.params["mode"]))]
 
     def _collect(self, client: Any, prediction_id: str) -> Any | None:
         """An earlier command's prediction, to wait on; None when it cannot give a result (failed,
@@ -255,7 +321,7 @@ class ReplicateBackend(Backend):
                 if isinstance(value, io.IOBase):
                     value.close()
 
-    def _wait(self, client: Any, prediction: Any, u: Unit, timeout: float) -> Any:
+    def _wait(self, client: Any, prediction: Any, u: Gap, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         while prediction.status not in ("succeeded", "failed", "canceled"):
             if time.monotonic() > deadline:
@@ -296,20 +362,36 @@ class ReplicateBackend(Backend):
         if not isinstance(url, str) or not url:
             raise UserError(f"Replicate's prediction for {u.name} gave no image (output {str(output)[:80]!r}); "
                             "is replicate.paint_model a text-to-image model?")
+        with Image.open(io.BytesIO(self._fetch(url, u.name))) as im:
+            image = im.convert("RGB")
+        return _sized(image, u)
+
+    def _fetch(self, url: str, name: str) -> bytes:
+        """An output file's bytes; Gone when the service no longer keeps it."""
         import httpx
 
         try:
-            data = self._call(lambda: self._download(url))
+            return self._call(lambda: self._download(url))
         except httpx.HTTPStatusError as e:
             if e.response.status_code in (403, 404, 410):
-                raise Gone(u.name) from None  # expired (a network error is not: that is a UserError)
-            raise UserError(f"downloading {u.name}'s picture failed: HTTP {e.response.status_code} from "
+                raise Gone(name) from None  # expired (a network error is not: that is a UserError)
+            raise UserError(f"downloading {name}'s output failed: HTTP {e.response.status_code} from "
                             f"{e.request.url}; run the command again (the prediction is collected)") from None
-        with Image.open(io.BytesIO(data)) as im:
-            image = im.convert("RGB")
-        size = (u.params["width"], u.params["height"])
-        # SDXL img2img paints at the init image's size: every dream must be the run's size.
-        return image if image.size == size else image.resize(size, Image.LANCZOS)
+
+    def _inbetweens(self, output: Any, gap: Gap, ref: str) -> list[Done]:
+        """A gap's in-betweens from FILM's output: one PNG (times_to_interpolate 1: the midpoint), an
+        mp4 of 2^n + 1 frames (both dreams included), or a list of picture URLs in the same order.
+        Each unit gets the frame nearest its t (see nearest)."""
+        if output is None:
+            raise Gone(gap.name)
+        urls = output if isinstance(output, list) else [output]
+        if not urls or not all(isinstance(x, str) and x for x in urls):
+            raise UserError(f"Replicate's prediction for the in-betweens {gap.name} gave no picture or video "
+                            f"(output {str(output)[:80]!r}); is replicate.morph_model a frame interpolation "
+                            "model (frame1, frame2, times_to_interpolate)?")
+        frames = [f for url in urls for f in _frames(self._fetch(url, gap.name), gap.name)]
+        return [(u, Painted(_sized(frames[nearest(u.params["t"], len(frames))], u), "FILM", ref))
+                for u in gap.units]
 
     def _download(self, url: str) -> bytes:
         import base64
@@ -361,6 +443,42 @@ class ReplicateBackend(Backend):
         return UserError(f"Replicate refused {doing}: {_detail(e)} (HTTP {e.status})")
 
 
+def _sized(image: Any, u: Unit) -> Any:
+    """image at the unit's size (SDXL img2img paints at the init image's size, FILM's video at even
+    sizes): every picture must be the run's size."""
+    from PIL import Image
+
+    size = (u.params["width"], u.params["height"])
+    return image if image.size == size else image.resize(size, Image.LANCZOS)
+
+
+def _frames(data: bytes, name: str) -> list[Any]:
+    """The pictures in an output file: a picture is one, a video is decoded by ffmpeg, every frame."""
+    import tempfile
+
+    from PIL import Image
+
+    from .. import media
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return [im.convert("RGB")]
+    except Exception:  # not a picture: a video
+        pass
+    with tempfile.TemporaryDirectory(prefix="video2dream-film-") as tmp:
+        video = Path(tmp) / "film.mp4"
+        video.write_bytes(data)
+        media.run_ffmpeg(["-protocol_whitelist", "file", "-i", media.arg(video),
+                          media.image_pattern(tmp, "%05d.png")], f"decode the in-betweens of {name}")
+        frames = []
+        for path in sorted(Path(tmp).glob("*.png")):
+            with Image.open(path) as im:
+                frames.append(im.convert("RGB"))
+    if not frames:
+        raise UserError(f"Replicate's video for the in-betweens {name} has no frame; run the command again")
+    return frames
+
+
 def _api_error() -> type:
     from replicate.exceptions import ReplicateError
 
@@ -399,8 +517,31 @@ def _check_supported(units: list[Unit], settings: Settings) -> None:
                            "fast or caption")
 
 
-def _inputs(root: Path, u: Unit, settings: Settings) -> dict[str, Any]:
-    """The model's input for a unit; a frame as an open file, which the client sends as a data URL."""
+def _check_dreams(root: Path, units: list[Unit]) -> None:
+    """FILM interpolates the two dreams themselves: each must be there and current (the one the
+    in-between's key names), or the in-betweens would show the old pictures under new keys."""
+    from ..stages.generate import is_current
+
+    checked: dict[str, bool] = {}
+    for u in units:
+        if u.kind != "morph":
+            continue
+        for path, key in zip(u.inputs[-2:], u.params["gap"]["keys"], strict=True):
+            if path not in checked:
+                checked[path] = is_current(root / path, key)
+            if not checked[path]:
+                raise UserError(f"in-betweens on Replicate are interpolated from the dreams, and {path} is missing "
+                                f"or not current; run `video2dream generate {root} --backend replicate` first "
+                                "(`run --transition morph` does)")
+
+
+def _inputs(root: Path, job: Gap, settings: Settings) -> dict[str, Any]:
+    """The model's input for a job; a picture as an open file, which the client sends as a data URL."""
+    u = job.units[0]
+    if job.kind == "morph":
+        return {"frame1": open(root / u.inputs[-2], "rb"),  # noqa: SIM115 - closed after create
+                "frame2": open(root / u.inputs[-1], "rb"),  # noqa: SIM115
+                "times_to_interpolate": job.times}
     p = u.params
     if u.kind == "caption":
         inputs: dict[str, Any] = {"image": open(root / u.inputs[0], "rb"),  # noqa: SIM115 - closed after create
@@ -457,10 +598,10 @@ class Journal:
                 continue  # a line cut short by a kill: its prediction was not waited on
         return known
 
-    def used(self, u: Unit, prediction_id: str) -> None:
+    def used(self, u: Gap, prediction_id: str) -> None:
         self._write(json.dumps({"name": u.name, "key": u.key, "id": prediction_id, "used": True}), sync=False)
 
-    def append(self, u: Unit, prediction_id: str, ref: str) -> None:
+    def append(self, u: Gap, prediction_id: str, ref: str) -> None:
         line = json.dumps({"name": u.name, "key": u.key, "kind": u.kind, "id": prediction_id, "model": ref,
                            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, ensure_ascii=False)
         self._write(line, sync=True)
@@ -476,7 +617,7 @@ class Journal:
                     os.fsync(f.fileno())
 
 
-def _note_refused(root: Path, refused: list[tuple[Unit, str]], made: list[tuple[str, str]]) -> None:
+def _note_refused(root: Path, refused: list[tuple[Gap, str]], made: list[tuple[str, str]]) -> None:
     """refused.csv: the frames the content filter refused, kept until they are made."""
     import pandas as pd
 

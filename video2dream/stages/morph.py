@@ -44,6 +44,7 @@ class Inbetween:
     t: float  # 0 is a, 1 is b
     time: float  # source seconds at which it is shown
     key: str
+    count: int = 0  # in-betweens in its gap (a frame interpolation model makes a gap's in one call)
 
 
 @dataclass
@@ -71,9 +72,10 @@ def frame_kinds(run: RunFolder) -> tuple[list[str], list[float], list[str]]:
     return names, times, kinds
 
 
-def gaps(run: RunFolder, settings: Settings) -> tuple[list[Gap], int]:
-    """The gaps between consecutive keyframes that get in-betweens, and how many are hard cuts."""
-    jobs, _size = gen.plan(run, settings)
+def gaps(run: RunFolder, settings: Settings, backend: str | Backend | None = None) -> tuple[list[Gap], int]:
+    """The gaps between consecutive keyframes that get in-betweens, and how many are hard cuts.
+    backend: where the dreams and in-betweens are made (default settings.backend)."""
+    jobs, _size = gen.plan(run, settings, backend)
     names, times, kinds = frame_kinds(run)
     by_name = {j.name: j for j in jobs}
     out, cuts = [], 0
@@ -85,6 +87,14 @@ def gaps(run: RunFolder, settings: Settings) -> tuple[list[Gap], int]:
     return out, cuts
 
 
+def gaps_to_fill(run: RunFolder, settings: Settings) -> int:
+    """How many gaps get in-betweens, from frames.csv alone (before prompts.csv exists): what a
+    backend that makes a gap's in-betweens in one call may create, at most."""
+    _names, times, kinds = frame_kinds(run)
+    return sum(kinds[i + 1] != "cut" and inbetween_count(Gap(None, None, times[i], times[i + 1]), settings) > 0
+               for i in range(len(times) - 1))  # type: ignore[arg-type] # only the times are read
+
+
 def inbetween_count(gap: Gap, settings: Settings) -> int:
     """--inbetweens, or as many as --out-fps shows in the gap's time (less the keyframe itself)."""
     n = settings.morph.inbetweens
@@ -93,9 +103,14 @@ def inbetween_count(gap: Gap, settings: Settings) -> int:
     return max(0, round((gap.end - gap.start) * settings.assemble.out_fps) - 1)
 
 
-def plan(run: RunFolder, settings: Settings) -> list[Inbetween]:
-    """Every in-between with its key, in the order they are shown; loads no model."""
-    found, _cuts = gaps(run, settings)
+def plan(run: RunFolder, settings: Settings, backend: str | Backend | None = None) -> list[Inbetween]:
+    """Every in-between with its key, in the order they are shown; loads no model. A remote backend
+    (a frame interpolation model on a service) adds its part and the gap's count to the keys: its
+    in-between at t is the nearest of the gap's evenly spaced outputs, whose spacing the count sets."""
+    from ..backends import key_part
+
+    remote = key_part(backend or settings.backend, "morph", settings)  # empty for local: keys as before
+    found, _cuts = gaps(run, settings, backend)
     counts = [inbetween_count(g, settings) for g in found]
     if settings.morph.pacing == "audio" and any(counts):
         ts = audio_paced(run, settings, found, counts)
@@ -107,7 +122,8 @@ def plan(run: RunFolder, settings: Settings) -> list[Inbetween]:
         for k, t in enumerate(gap_ts, start=1):
             name = f"{Path(g.a.name).stem}-{Path(g.b.name).stem}_{k:0{width}d}.png"
             time = g.start + (g.end - g.start) * k / (n + 1)
-            out.append(Inbetween(name, g.a, g.b, t, time, stable_hash(WALK, g.a.key, g.b.key, t)))
+            key = stable_hash(WALK, g.a.key, g.b.key, t, *([remote, n] if remote else []))
+            out.append(Inbetween(name, g.a, g.b, t, time, key, n))
     return out
 
 
@@ -183,6 +199,7 @@ def onset_envelope(run: RunFolder, settings: Settings) -> tuple[Any, float]:
 def to_units(run: RunFolder, settings: Settings, todo: list[Inbetween], size: tuple[int, int]) -> list[Unit]:
     g = settings.generate
     frames = run.frames_dir.relative_to(run.root).as_posix()
+    dreams = run.dreams_dir.relative_to(run.root).as_posix()
     units = []
     for m in todo:
         params = paint_params(m.a.prompt, m.a.negative_prompt, m.a.seed, size, g.steps, g.guidance,
@@ -193,14 +210,21 @@ def to_units(run: RunFolder, settings: Settings, todo: list[Inbetween], size: tu
         params["trailing"] = {"Variation seed": m.b.seed, "Variation seed strength": m.t,
                               "Morph": f"{m.a.name} to {m.b.name}", "Morph prompt B": m.b.prompt,
                               "Morph negative prompt B": m.b.negative_prompt or None}
+        # gap: what a frame interpolation model needs (it makes the gap's in-betweens from the two
+        # dreams in one call, which must be the ones these keys name); not in the key, not in the text
+        params["gap"] = {"count": m.count, "keys": [m.a.key, m.b.key]}
+        # The frames (img2img: the local walk's init latents) first, then the two dreams (a frame
+        # interpolation model's input): the local backend reads inputs[0] and [1] only with strength.
         inputs = (f"{frames}/{m.a.name}", f"{frames}/{m.b.name}") if g.strength else ()
+        inputs += (f"{dreams}/{m.a.name}", f"{dreams}/{m.b.name}")
         units.append(Unit(m.name, "morph", inputs, params, m.key))
     return units
 
 
-def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple[list[Unit], int]:
+def plan_units(run: RunFolder, settings: Settings, force: bool = False,
+               backend: str | Backend | None = None) -> tuple[list[Unit], int]:
     """The morph units of the in-betweens that are not current (all with force), and how many there are."""
-    planned = plan(run, settings)
+    planned = plan(run, settings, backend)
     size = gen.dream_size(run, settings)
     todo = [m for m in planned if force or not gen.is_current(run.morphs_dir / m.name, m.key)]
     return to_units(run, settings, todo, size), len(planned)
@@ -209,19 +233,21 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False) -> tuple
 def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Callable[[], None] | None = None,
           models: ModelCache | None = None, backend: str | Backend = "local") -> MorphResult:
     """Paint the in-betweens that are not current, batch by batch, each committed as it is done."""
-    from ..models.devices import check_device
+    from ..backends import backend_for, key_part
 
-    found, cuts = gaps(run, settings)
-    check_device(settings.device, settings.dtype)
-    todo, total = plan_units(run, settings, force)
+    found, cuts = gaps(run, settings, backend)
+    if not key_part(backend, "morph", settings):  # a remote service's models need no device here
+        from ..models.devices import check_device
+
+        check_device(settings.device, settings.dtype)
+    todo, total = plan_units(run, settings, force, backend)
     result = MorphResult(up_to_date=total - len(todo), gaps=len(found), cuts=cuts)
     if not todo:
         if on_ready:
             on_ready()
         return result
-    from ..backends import backend_for
-
     runner = backend_for(backend, models)
+    runner.before(run.root, todo, settings)
     runner.load("morph", settings)
     if on_ready:
         on_ready()
