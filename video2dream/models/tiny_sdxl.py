@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,22 +206,11 @@ def build_tiny_taesdxl(dest: Path) -> None:
     tae.save_pretrained(Path(dest))
 
 
-@contextlib.contextmanager
-def _no_bars() -> Iterator[None]:
+def _no_bars() -> contextlib.AbstractContextManager:
     """No "Loading weights" / "Writing model shards" bars while a tiny model is built."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
+    from .painter import _hushed_load_bars
 
-    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was[0]:
-            dlog.enable_progress_bar()
-        if was[1]:
-            tlog.enable_progress_bar()
+    return _hushed_load_bars(True)
 
 
 def _tiny_sdxl_parts() -> dict[str, Any]:

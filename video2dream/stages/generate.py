@@ -170,15 +170,7 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
         if on_ready:
             on_ready()
         return result
-    from ..backends import backend_for
-
-    runner = backend_for(backend, models)
-    runner.before(run.root, todo, settings)
-    runner.load("paint", settings)
-    if on_ready:
-        on_ready()
-    run.remove_temporaries()
-    run.dreams_dir.mkdir(parents=True, exist_ok=True)
+    runner = start_units(run, settings, todo, backend, models, on_ready, run.dreams_dir)
     result.truncated = _note_truncation(run, runner.token_limits(todo, settings), todo)
     with progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
         for name in commit_behind(run, runner.execute(run.root, todo, settings), commit):
@@ -240,6 +232,22 @@ def _option_fields(p: dict[str, Any]) -> dict[str, object]:
         module, model = control_module(p["controlnet"])
         out["ControlNet 0"] = f"Module: {module}, Model: {short_name(model)}, Weight: {float(p['control_scale'])}"
     return out
+
+
+def start_units(run: RunFolder, settings: Settings, todo: list[Unit], backend: str | Backend,
+                models: ModelCache | None, on_ready: Callable[[], None] | None, out_dir: Path) -> Backend:
+    """Before anything is written: the backend says what it will cost (or refuses) and loads what
+    the units need; then the settings are saved and out_dir made ready for the commits."""
+    from ..backends import backend_for
+
+    runner = backend_for(backend, models)
+    runner.before(run.root, todo, settings)
+    runner.load(todo[0].kind, settings)
+    if on_ready:
+        on_ready()
+    run.remove_temporaries()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return runner
 
 
 def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:

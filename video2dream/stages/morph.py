@@ -233,7 +233,7 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False,
 def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Callable[[], None] | None = None,
           models: ModelCache | None = None, backend: str | Backend = "local") -> MorphResult:
     """Paint the in-betweens that are not current, batch by batch, each committed as it is done."""
-    from ..backends import backend_for, key_part
+    from ..backends import key_part
 
     found, cuts = gaps(run, settings, backend)
     if not key_part(backend, "morph", settings):  # a remote service's models need no device here
@@ -246,13 +246,7 @@ def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Cal
         if on_ready:
             on_ready()
         return result
-    runner = backend_for(backend, models)
-    runner.before(run.root, todo, settings)
-    runner.load("morph", settings)
-    if on_ready:
-        on_ready()
-    run.remove_temporaries()
-    run.morphs_dir.mkdir(parents=True, exist_ok=True)
+    runner = gen.start_units(run, settings, todo, backend, models, on_ready, run.morphs_dir)
     with progress_bar(total=len(todo), desc="morph", unit="in-between") as bar:
         for name in gen.commit_behind(run, runner.execute(run.root, todo, settings), commit):
             result.painted.append(name)
