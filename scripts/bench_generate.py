@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import time_inside  # noqa: E402
 
 from video2dream.media import ffmpeg_path  # noqa: E402
 from video2dream.runfolder import RunFolder  # noqa: E402
@@ -81,30 +84,14 @@ def sync(device) -> None:
 
 def ours(run: RunFolder, settings) -> tuple[float, float, float]:
     """(stage wall time, loop wall time, time inside Painter.paint)."""
-    from video2dream.models import painter as painter_module
+    from video2dream.models.painter import Painter
 
-    inside = [0.0]
-    loop_start = [0.0]
-    original = painter_module.Painter.paint
-
-    def timed(self, *args, **kwargs):
-        t = time.perf_counter()
-        if not loop_start[0]:
-            loop_start[0] = t
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - t
-
-    painter_module.Painter.paint = timed  # measuring only; the stage code runs unchanged
-    try:
+    with time_inside(Painter, "paint") as clock:
         shutil.rmtree(run.dreams_dir, ignore_errors=True)
         t0 = time.perf_counter()
         generate(run, settings, force=True)
         end = time.perf_counter()
-    finally:
-        painter_module.Painter.paint = original
-    return end - t0, end - loop_start[0], inside[0]
+    return end - t0, end - clock["first"], clock["inside"]
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import make_clip, offline_env  # noqa: E402
+from benchlib import make_clip, offline_env, time_inside  # noqa: E402
 
 from video2dream.models.cache import ModelCache  # noqa: E402
 from video2dream.runfolder import RunFolder  # noqa: E402
@@ -51,30 +51,14 @@ def make_run(work: Path, keyframes: int, settings, models: ModelCache) -> RunFol
 
 def timed_morph(run: RunFolder, settings, models: ModelCache) -> tuple[float, float, float, int]:
     """(stage wall time, painting loop wall time, time inside Painter.paint_between, in-betweens)."""
-    from video2dream.models import painter as painter_module
+    from video2dream.models.painter import Painter
 
-    inside = [0.0]
-    loop_start = [0.0]
-    original = painter_module.Painter.paint_between
-
-    def timed(self, *args, **kwargs):
-        t = time.perf_counter()
-        if not loop_start[0]:
-            loop_start[0] = t
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - t
-
-    painter_module.Painter.paint_between = timed  # measuring only; the stage code runs unchanged
-    try:
+    with time_inside(Painter, "paint_between") as clock:
         shutil.rmtree(run.morphs_dir, ignore_errors=True)
         t0 = time.perf_counter()
         r = morph(run, settings, force=True, models=models)
         end = time.perf_counter()
-    finally:
-        painter_module.Painter.paint_between = original
-    return end - t0, end - loop_start[0], inside[0], len(r.painted)
+    return end - t0, end - clock["first"], clock["inside"], len(r.painted)
 
 
 def main() -> int:

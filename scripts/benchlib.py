@@ -97,6 +97,29 @@ def count_loads() -> Iterator[Counter]:
             setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def time_inside(owner: type, name: str) -> Iterator[dict[str, float]]:
+    """Time spent inside the method owner.name while the block runs, and when it was first called:
+    {"inside": seconds, "first": perf_counter()}. Measuring only: the method runs unchanged."""
+    clock = {"inside": 0.0, "first": 0.0}
+    original = getattr(owner, name)
+
+    def timed(self, *args, **kwargs):
+        t = time.perf_counter()
+        if not clock["first"]:
+            clock["first"] = t
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            clock["inside"] += time.perf_counter() - t
+
+    setattr(owner, name, timed)
+    try:
+        yield clock
+    finally:
+        setattr(owner, name, original)
+
+
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
     """A plain-text table: the first column left-aligned, the rest right-aligned."""
     cells = [[str(c) for c in header]] + [[_fmt(c) for c in r] for r in rows]
