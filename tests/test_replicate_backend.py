@@ -39,13 +39,17 @@ def server():
     s.stop()
 
 
+def point_client_at(server: Server, mp: pytest.MonkeyPatch):
+    """The client's environment pointed at the fake server, and a fresh server state."""
+    mp.setenv("REPLICATE_BASE_URL", server.url)
+    mp.setenv("REPLICATE_API_TOKEN", server.fake.token)
+    mp.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+    return server.reset()
+
+
 @pytest.fixture()
 def fake(server: Server, monkeypatch: pytest.MonkeyPatch):
-    """A fresh server state, and the client's environment pointed at it."""
-    monkeypatch.setenv("REPLICATE_BASE_URL", server.url)
-    monkeypatch.setenv("REPLICATE_API_TOKEN", server.fake.token)
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.02")
-    return server.reset()
+    return point_client_at(server, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +72,7 @@ def captioned(extracted: Path, server: Server, tmp_path_factory: pytest.TempPath
     out = tmp_path_factory.mktemp("rep") / "captioned"
     shutil.copytree(extracted, out)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REPLICATE_BASE_URL", server.url)
-        mp.setenv("REPLICATE_API_TOKEN", server.fake.token)
-        mp.setenv("REPLICATE_POLL_INTERVAL", "0.02")
-        server.reset()
+        point_client_at(server, mp)
         assert cli("interrogate", out, *REMOTE) == 0
     return out
 
@@ -82,10 +83,7 @@ def dreamed(captioned: Path, server: Server, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("rep") / "dreamed"
     shutil.copytree(captioned, out)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REPLICATE_BASE_URL", server.url)
-        mp.setenv("REPLICATE_API_TOKEN", server.fake.token)
-        mp.setenv("REPLICATE_POLL_INTERVAL", "0.02")
-        server.reset()
+        point_client_at(server, mp)
         assert cli("generate", out, *REMOTE) == 0
     return out
 
