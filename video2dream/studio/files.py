@@ -149,7 +149,6 @@ def keyframes(run: RunFolder) -> list[dict[str, Any]]:
     from ..settings import resolve
     from ..stages import generate, interrogate
     from ..tables import read_frames
-    from .library import row_version
 
     run.require()
     settings = resolve(run.saved_settings())
@@ -188,7 +187,7 @@ def keyframes(run: RunFolder) -> list[dict[str, Any]]:
 
 
 def _version(run: RunFolder, name: str) -> str | None:
-    from .library import read_rows, row_version
+    from .library import row_version
 
     rows = _rows_cache(run)
     return row_version(rows[name]) if name in rows else None
