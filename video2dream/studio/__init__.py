@@ -53,7 +53,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
         import webbrowser
 
         webbrowser.open(url)
-    config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)  # an open page's event stream must not hold Ctrl-C
     server = uvicorn.Server(config)
     try:
         server.run()
