@@ -56,11 +56,12 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
     config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2)  # an open page's event stream must not hold Ctrl-C
     server = uvicorn.Server(config)
+    jobs = app.app.state.jobs if token else app.state.jobs
+    jobs.stopping = lambda: server.should_exit
     try:
         server.run()
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; give another --port") from None
-    jobs = app.app.state.jobs if token else app.state.jobs
     if jobs.busy() and jobs.sink is not None:  # Ctrl-C: as the CLI, the unit in flight is finished
         jobs.sink.cancel.set()
         jobs.thread.join()

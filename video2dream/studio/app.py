@@ -12,6 +12,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ class Jobs:
         self.current: dict[str, Any] | None = None
         self.sink: library.Sink | None = None
         self.thread: threading.Thread | None = None
+        self.stopping: Callable[[], bool] = lambda: False  # the server is shutting down: end event streams
 
     def emit(self, event: dict[str, Any]) -> None:
         with self.lock:
@@ -263,7 +265,7 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
                         yield f"data: {json.dumps({'type': 'lock', 'held_by': held})}\n\n"
                 if until_idle and not jobs.busy() and seq >= len(jobs.events):
                     return
-                if await request.is_disconnected():
+                if jobs.stopping() or await request.is_disconnected():
                     return
                 await asyncio.sleep(0.2)
 
