@@ -33,7 +33,8 @@ def fake_run(root: Path, count: int) -> None:
     for k, name in enumerate(names):
         Image.new("RGB", (64, 64), (k % 256, (3 * k) % 256, 90)).save(root / "frames" / name)
         Image.new("RGB", (64, 64), (90, k % 256, (7 * k) % 256)).save(root / "dreams" / name)
-    (root / "frames.csv").write_text("filename,time,kind\n" + "".join(f"{n},{k:.6f},tick\n" for k, n in enumerate(names)))
+    rows = "".join(f"{n},{k:.6f},tick\n" for k, n in enumerate(names))
+    (root / "frames.csv").write_text("filename,time,kind\n" + rows)
     (root / "prompts.csv").write_text("filename,prompt,time\n" + "".join(
         f"{n},\"a prompt for moment {k}, with words\",{k:.6f}\n" for k, n in enumerate(names)))
     (root / "settings.yaml").write_text("generate:\n  width: 64\n  height: 64\n")
@@ -48,7 +49,8 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or ""
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver") or ""), options=options)
 
