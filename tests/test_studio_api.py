@@ -291,3 +291,16 @@ def test_cli_without_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 def test_cli_bad_port_and_folder(capsys: pytest.CaptureFixture, tmp_path: Path, run: Path) -> None:
     one_line_error(cli("studio", run, "--port", "70000"), capsys.readouterr().err, "--port")
     one_line_error(cli("studio", tmp_path / "nope"), capsys.readouterr().err, "does not exist")
+
+
+def test_chain_view(client: TestClient, run: Path) -> None:
+    shutil.copy(run / "frames" / "000001.png", run / "chain_strip.png")
+    shutil.copy(run / "frames" / "000001.png", run / "step_001.png")
+    (run / "chain.csv").write_text("step,image,caption,prompt,seed\n0,step_000.png,,,\n1,step_001.png,a cat,a cat,1\n"
+                                   "2,../../etc/passwd,x,x,2\n")
+    d = client.get("/api/chain").json()["chain"]
+    assert [s["image"] for s in d["steps"]] == ["step_000.png", "step_001.png"]  # never a path outside
+    assert d["steps"][1]["caption"] == "a cat" and d["strip"] is True and d["drift"] is False
+    assert client.get("/api/run").json()["chain"] is True
+    assert client.get("/api/files/chain_strip.png").status_code == 200
+    assert client.get("/api/files/step_001.png").status_code == 200
