@@ -167,6 +167,7 @@ EXAMPLES = {
     "status": "video2dream status runs/clip",
     "run": "video2dream run clip.mp4 -o runs/clip --preset tiny",
     "telephone": "video2dream telephone cover.jpg -o runs/cover --steps 12 --stop-at-fixed-point",
+    "studio": "video2dream studio runs/clip --open",
 }
 
 
@@ -308,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--force", action="store_true",
                    help="start over, also when OUT_DIR holds a chain made with other settings")
+
+    p = _command(sub, "studio", "the review page of RUN_DIR in a browser: watch, fix prompts, repaint, assemble "
+                 "(needs pip install 'video2dream[studio]')")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs the printed URL's token)")
+    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
     return parser
 
 
@@ -365,6 +374,13 @@ def dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(pipeline.status_data(run), indent=2, ensure_ascii=False, default=str))
         else:
             print(pipeline.status_report(run))
+        return 0
+    if args.command == "studio":
+        from .studio import serve
+
+        if args.port is not None and not 0 < args.port < 65536:
+            raise UserError(f"--port {args.port} is not a port number (1-65535)")
+        serve(args.run_dir, args.host, args.port, args.open)
         return 0
     if args.command == "mux-audio":
         run.require()  # before the lock, which would create the folder
