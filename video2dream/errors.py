@@ -25,6 +25,12 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text)} characters)"
 
 
+def short_path(path: object, limit: int = 200) -> str:
+    """A path as it is (unquoted, as messages show paths), or short() of it when it is very long."""
+    text = str(path)
+    return text if len(text) <= limit else short(text, limit)
+
+
 class UserError(Exception):
     """Something the user can fix; the message says what is wrong and what to do."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from . import safeyaml
-from .errors import COMMAND_LINE, SAVED_SETTINGS, SettingError, UserError, short
+from .errors import COMMAND_LINE, SAVED_SETTINGS, SettingError, UserError, short, short_path
 
 # Inside the package (declared as package data), so a wheel install has them too.
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -239,24 +239,34 @@ def is_preset_file(name: str) -> bool:
 def preset_path(name: str) -> Path:
     if is_preset_file(name):
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise UserError(f"preset file not found: {name}; give an existing YAML file, or a preset name "
+        if not _is_file(path):
+            raise UserError(f"preset file not found: {short_path(name)}; give an existing YAML file, or a preset name "
                             f"({', '.join(preset_names()) or 'none'})")
         return path
     path = PRESETS_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if not _is_file(path):
         known = ", ".join(preset_names()) or "none"
-        raise UserError(f"unknown preset '{name}' (known presets: {known}); or pass --config FILE")
+        raise UserError(f"unknown preset {short(name)} (known presets: {known}); or pass --config FILE")
     return path
 
 
+def _is_file(path: Path) -> bool:
+    """Whether path is a regular file; a name too long for one (ENAMETOOLONG) is not."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    if path.exists() and not path.is_file():  # a FIFO would block the read forever
-        raise UserError(f"config file {path} is not a regular file; give a YAML file")
+    if not _is_file(path):  # a FIFO would block the read forever
+        if _exists(str(path)):
+            raise UserError(f"config file {path} is not a regular file; give a YAML file")
+        raise UserError(f"config file not found: {short_path(path)}")
     try:
         data = safeyaml.read(path)
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read ({e.strerror or e}); check its permissions") from None
     except safeyaml.Unsafe as e:
         raise UserError(f"config file {path} is refused: {e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
