@@ -235,3 +235,20 @@ def test_an_extra_cell_on_every_row_is_named_as_such(inputs: Inputs, tmp_path: P
     one_line_error(code, capsys.readouterr().err, "prompts.csv, row 2 (the header is row 1) has 3 cells but the "
                    "header names 2 columns", "not in double quotes")
     assert snapshot(run) == before
+
+
+def test_an_unexpected_error_is_one_line_of_bounded_length(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence echoed a library's whole text (a 10,000-character path in an OSError)."""
+    from video2dream import cli as cli_module
+
+    def fails(args: object) -> int:
+        raise RuntimeError("x" * 10_000 + "\nsecond line")
+
+    monkeypatch.setattr(cli_module, "dispatch", fails)
+    capsys.readouterr()
+    assert cli("status", "anywhere") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("video2dream: unexpected error: RuntimeError: xxx") and "VIDEO2DREAM_DEBUG=1" in err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 500, len(err)

@@ -529,3 +529,16 @@ def test_offline_a_missing_vae_is_one_line_without_library_warnings(base: Path, 
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert done.stderr.startswith("video2dream: error: cannot load VAE 'nobody/no-vae'"), done.stderr
+
+
+def test_a_config_path_that_cannot_be_read_is_one_short_line(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "settings.yaml"
+    os.mkfifo(fifo)  # reading it would block forever
+    before = snapshot(base)
+    long = "x" * 5000
+    for args in (("--config", long), ("--preset", long), ("--preset", long + ".yaml"), ("--config", fifo)):
+        err = refused(capsys, "assemble", base, "--from", "frames", *args)
+        assert len(err) < 400 and ("not a regular file" in err or "not found" in err or "unknown preset" in err), err
+    assert snapshot(base) == before
