@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli, make_clip, snapshot
+from conftest import ROOT, cli, make_clip, one_line_error, snapshot
 
 from video2dream.cli import EXAMPLES
 
@@ -195,3 +196,59 @@ def test_every_help_has_an_example(command: str, capsys: pytest.CaptureFixture[s
 def test_top_level_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("--help") == 0
     assert "example:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, usage, error", [
+    (["run"], "usage: video2dream run VIDEO -o RUN_DIR [options]",
+     "video2dream run: error: the following arguments are required: VIDEO, -o/--output"),
+    (["telephone", "cover.png"], "usage: video2dream telephone INPUT -o OUT_DIR [options]",
+     "video2dream telephone: error: the following arguments are required: -o/--output"),
+    (["generate"], "usage: video2dream generate RUN_DIR [options]",
+     "video2dream generate: error: the following arguments are required: RUN_DIR"),
+    (["generate", "runs/clip", "--nosuch"], "usage: video2dream generate RUN_DIR [options]",
+     "video2dream generate: error: unrecognized arguments: --nosuch"),
+    (["status", "runs/clip", "--fps", "2"], "usage: video2dream status [-h] [--json] RUN_DIR",
+     "video2dream status: error: unrecognized arguments: --fps 2"),
+], ids=["run without arguments", "telephone without -o", "generate without RUN_DIR", "unknown flag",
+        "another command's flag"])
+def test_a_usage_error_is_the_commands_short_usage_and_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], usage: str, error: str
+) -> None:
+    """A missing argument printed 32 lines of `run`'s usage; an unknown flag the top-level usage."""
+    capsys.readouterr()
+    assert cli(*args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(usage) and lines[1] == error, lines
+
+
+def test_an_extra_cell_on_every_row_is_named_as_such(inputs: Inputs, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """pandas takes a first column for an index when every row is a cell longer than the header:
+    the prompt was then called 'the filename'."""
+    run = shutil.copytree(inputs.run, tmp_path / "run")
+    names = sorted(p.name for p in (run / "frames").glob("*.png"))
+    rows = "".join(f"{name},a cat, in the rain\n" for name in names)  # an unquoted comma
+    (run / "prompts.csv").write_text("filename,prompt\n" + rows, encoding="utf-8")
+    before = snapshot(run)
+    capsys.readouterr()
+    code = cli("generate", run)
+    one_line_error(code, capsys.readouterr().err, "prompts.csv, row 2 (the header is row 1) has 3 cells but the "
+                   "header names 2 columns", "not in double quotes")
+    assert snapshot(run) == before
+
+
+def test_an_unexpected_error_is_one_line_of_bounded_length(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence echoed a library's whole text (a 10,000-character path in an OSError)."""
+    from video2dream import cli as cli_module
+
+    def fails(args: object) -> int:
+        raise RuntimeError("x" * 10_000 + "\nsecond line")
+
+    monkeypatch.setattr(cli_module, "dispatch", fails)
+    capsys.readouterr()
+    assert cli("status", "anywhere") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("video2dream: unexpected error: RuntimeError: xxx") and "VIDEO2DREAM_DEBUG=1" in err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 500, len(err)

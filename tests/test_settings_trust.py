@@ -370,3 +370,175 @@ def test_a_typed_caption_length_moves_the_other_end_of_the_range() -> None:
         resolve(saved, overrides={"interrogate": {"min_length": 40, "max_length": 30}})
     with pytest.raises(UserError, match=r"interrogate\.max_length"):  # from a file: no guessing which end was meant
         resolve(overrides=None, saved={"interrogate": {"min_length": 40, "max_length": 30}})
+
+
+# -- 7. settings files that would hang, crash or vanish ----------------------------------------------
+
+ALIAS_LIST = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+             "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+HOSTILE = [  # (case, the file's text, words the one line has besides the file's name)
+    ("4-level alias list", "generate:\n  steps: &s [1, 1, 1, 1, 1, 1, 1, 1, 1]\n  model: *s\n", "alias"),
+    ("alias list as a section", ALIAS_LIST.replace("d: &d", "generate: &d"), "alias"),
+    ("5000 nested lists", "generate:\n  steps: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+    ("5000 nested maps", "generate:\n  steps: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "nested"),
+    ("400 digits for a float", "generate:\n  guidance: " + "1" * 400 + "\n", "generate.guidance"),
+    ("5000 digits for a float", "generate:\n  guidance: " + "9" * 5000 + "\n", "generate.guidance"),
+    ("400 digits for an int", "generate:\n  seed: " + "7" * 400 + "\n", "generate.seed"),
+    ("a path as morph_model", "replicate:\n  morph_model: ./film\n", "replicate.morph_model"),
+    ("../ as caption_model", "replicate:\n  caption_model: ../x\n", "replicate.caption_model"),
+    ("newline in ray_address", 'ray_address: "head:6379\\nx"\n', "ray_address"),
+    ("NUL in ray_address", 'ray_address: "head:6379\\0"\n', "ray_address"),
+    ("NUL in audio", 'assemble:\n  audio: "song\\0.wav"\n', "assemble.audio"),
+    ("empty", "", "holds nothing"),
+    ("null", "null\n", "holds nothing"),
+    ("a list", "- generate\n- steps\n", "holds a list"),
+    ("over 1 MiB", "# padding\n" * 110_000 + "generate: {steps: 3}\n", "larger than"),
+]
+
+
+@pytest.mark.parametrize("text, words", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_a_hostile_config_file_is_one_short_line(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, words: str
+) -> None:
+    config = tmp_path / "hostile.yaml"
+    config.write_text(text, encoding="utf-8")
+    before = snapshot(base)
+    err = refused(capsys, "assemble", base, "--from", "frames", "--config", config)
+    assert words in err and str(config) in err, err
+    assert len(err) < 400, err  # no value echoed whole
+    assert snapshot(base) == before
+
+
+SAVED_HOSTILE = [c for c in HOSTILE if c[0] in ("4-level alias list", "alias list as a section", "5000 nested lists",
+                                                "400 digits for a float", "empty", "null", "a list", "NUL in audio")]
+
+
+@pytest.mark.parametrize("text, words", [c[1:] for c in SAVED_HOSTILE], ids=[c[0] for c in SAVED_HOSTILE])
+def test_a_hostile_settings_yaml_is_refused_and_kept(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, words: str
+) -> None:
+    """Valid YAML that holds no settings (empty, null, a list) was replaced by the defaults: the
+    run's settings lost, and the next generate on full SDXL. Now every command refuses it, naming it."""
+    run = shutil.copytree(base, tmp_path / "run")
+    (run / "settings.yaml").write_text(text, encoding="utf-8")
+    before = snapshot(run)
+    for command in (("status", run), ("generate", run), ("assemble", run, "--from", "frames")):
+        err = refused(capsys, *command)
+        assert "settings.yaml" in err and words in err and len(err) < 400, err
+    assert snapshot(run) == before
+
+
+def test_a_billion_laughs_is_refused_at_once() -> None:
+    """The 1.9 KB bomb that took `status` past 2 GB: refused at its first alias, whatever it expands to."""
+    from video2dream import safeyaml
+
+    levels = ["lol0: &lol0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"lol{k}: &lol{k} [" + ", ".join([f"*lol{k - 1}"] * 9) + "]" for k in range(1, 10)]
+    with pytest.raises(safeyaml.Unsafe, match=r"line 2: an alias \(\*lol0\)"):
+        safeyaml.load("\n".join(levels) + "\n")
+    assert safeyaml.load("generate: {steps: 3}\nextract: {fps: 0.5}\n") == {"generate": {"steps": 3},
+                                                                             "extract": {"fps": 0.5}}
+    assert repr(safeyaml.load("n: " + "1" * 5000)["n"]) == "a number of 5000 digits"
+
+
+def test_long_values_are_cut_in_messages() -> None:
+    from video2dream.errors import short
+
+    assert short("abc") == "'abc'"
+    assert short("a" * 10_000) == repr("a" * 57 + "...") + " (10000 characters)"
+    assert short(10**400) == "a number of about 401 digits"
+    many = list(range(6561))
+    assert short(many) == repr(many)[:57] + f"... ({len(repr(many))} characters)"
+    with pytest.raises(UserError) as e:
+        resolve(overrides={"generate": {"steps": list(range(6561))}})
+    assert len(str(e.value)) < 200
+
+
+@pytest.mark.parametrize("model", ["a" * 10_000, "org/" + "a" * 10_000, "a/b\nc", "x" * 300 + "/y"])
+def test_a_model_that_is_no_id_or_path_is_one_short_line(
+    base: Path, capsys: pytest.CaptureFixture[str], model: str
+) -> None:
+    before = snapshot(base)
+    err = refused(capsys, "generate", base, "--model", model)
+    assert "--model is neither a model id nor a local path" in err and len(err) < 300, err
+    assert snapshot(base) == before
+
+
+def test_a_failed_load_names_a_long_model_briefly() -> None:
+    from video2dream.models import hub
+
+    name = "a/" + "b" * 300  # a part longer than a file name may be: no path, and no hub id
+    with pytest.raises(UserError) as e, hub.loading("SDXL model", name):
+        raise OSError("no such model")
+    assert "cannot load SDXL model 'a/bbb" in str(e.value) and len(str(e.value)) < 400, e.value
+
+
+# -- 8. the resume hint says how the tool was started --------------------------------------------------
+
+@pytest.mark.parametrize("argv0, orig, program", [
+    (".venv/bin/video2dream", None, ".venv/bin/video2dream"),
+    ("/opt/my tools/video2dream", None, "'/opt/my tools/video2dream'"),
+    ("/x/video2dream/__main__.py", [".venv/bin/python", "-m", "video2dream"], ".venv/bin/python -m video2dream"),
+    ("/x/video2dream/__main__.py", ["python3", "-X", "dev", "-m", "video2dream"], "python3 -X dev -m video2dream"),
+])
+def test_the_resume_hint_starts_the_tool_as_it_was_started(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv0: str, orig: list[str] | None,
+    program: str
+) -> None:
+    """Without an activated venv, `video2dream ...` is not found: the hint repeats what was typed."""
+    from video2dream import cli as cli_module
+
+    args = ["generate", "my run", "--steps", "2"]
+    monkeypatch.setattr(sys, "argv", [argv0, *args])
+    monkeypatch.setattr(sys, "orig_argv", [*(orig or ["/usr/bin/python3", argv0]), *args])
+    monkeypatch.setattr(cli_module, "dispatch", lambda parsed: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(cli_module, "exit_now", sys.exit)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli_module.main()
+    assert e.value.code == 130
+    assert capsys.readouterr().err.split("Resume with: ", 1)[1].strip() == f"{program} generate 'my run' --steps 2"
+
+
+def test_the_resume_hint_names_a_script_on_path_by_its_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from video2dream import cli as cli_module
+
+    script = tmp_path / "video2dream"
+    script.write_text("#!/bin/sh\n", encoding="utf-8")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(sys, "argv", [str(script), "generate", "r"])
+    monkeypatch.setattr(cli_module, "dispatch", lambda parsed: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(cli_module, "exit_now", sys.exit)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli_module.main()
+    assert capsys.readouterr().err.split("Resume with: ", 1)[1].strip() == "video2dream generate r"
+
+
+@pytest.mark.slow
+def test_offline_a_missing_vae_is_one_line_without_library_warnings(base: Path, tmp_path: Path) -> None:
+    """diffusers hands huggingface_hub a deprecated argument: its 2-line UserWarning came first."""
+    run = shutil.copytree(base, tmp_path / "run")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VIDEO2DREAM_DEBUG", None)
+    done = subprocess.run([sys.executable, "-m", "video2dream", "generate", str(run), "--vae", "nobody/no-vae"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("video2dream: error: cannot load VAE 'nobody/no-vae'"), done.stderr
+
+
+def test_a_config_path_that_cannot_be_read_is_one_short_line(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "settings.yaml"
+    os.mkfifo(fifo)  # reading it would block forever
+    before = snapshot(base)
+    long = "x" * 5000
+    for args in (("--config", long), ("--preset", long), ("--preset", long + ".yaml"), ("--config", fifo)):
+        err = refused(capsys, "assemble", base, "--from", "frames", *args)
+        assert len(err) < 400 and ("not a regular file" in err or "not found" in err or "unknown preset" in err), err
+    assert snapshot(base) == before

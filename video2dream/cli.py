@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import pickle
 import shlex
+import shutil
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import Interrupted, SettingError, UserError, debug_enabled
@@ -202,6 +205,36 @@ class _Parser(argparse.ArgumentParser):
 
     aliases: dict[str, str] = {}
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse's, but an unknown flag is reported by its command's parser (with that
+        command's usage), not the top-level one's."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._commands().get(getattr(parsed, "command", None) or "", self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        return next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    def format_usage(self) -> str:
+        """The usage printed above an error: a command's whole usage (30 lines for `run`) cut to
+        what must be given; --help still shows all of it."""
+        full = super().format_usage()
+        if full.count("\n") <= 2:
+            return full
+        words = [self.prog]
+        for action in self._actions:
+            if not action.option_strings:
+                words.append(action.metavar or action.dest)
+            elif action.required:
+                words.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
+        return f"usage: {' '.join(words)} [options]  (`{self.prog} --help` lists them)\n"
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
         if args is not None:
             args = self._respell(list(args))
@@ -355,12 +388,34 @@ def settings_for(run: RunFolder, args: argparse.Namespace) -> Settings:
 def _resume_hint(args: argparse.Namespace) -> str:
     """The command as it was typed: settings are saved only once a stage starts its work, so an
     interrupt before that would lose the flags of a shorter hint."""
+    program = getattr(args, "program", "video2dream")
     argv = getattr(args, "argv", None)
     if argv:
-        return "video2dream " + shlex.join(argv)
+        return f"{program} {shlex.join(argv)}"
     if args.command in ("extract", "run", "telephone"):
-        return f"video2dream {args.command} {shlex.quote(args.video)} -o {shlex.quote(args.run_dir)}"
-    return f"video2dream {args.command} {shlex.quote(args.run_dir)}"
+        return f"{program} {args.command} {shlex.quote(args.video)} -o {shlex.quote(args.run_dir)}"
+    return f"{program} {args.command} {shlex.quote(args.run_dir)}"
+
+
+def _program() -> str:
+    """How this process was started, for the resume hint: `python -m video2dream` as typed, or the
+    script's path as typed (`.venv/bin/video2dream` works without an activated venv; a bare
+    `video2dream` only if that is what PATH finds)."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "__main__.py":  # python -m video2dream
+        typed, given = list(getattr(sys, "orig_argv", [])), sys.argv[1:]
+        head = typed[:len(typed) - len(given)]
+        if typed[len(head):] == given and "-m" in head:
+            return shlex.join(head)
+        return "python -m video2dream"
+    if not script or script.startswith("-"):
+        return "video2dream"
+    name = os.path.basename(script)
+    found = shutil.which(name)
+    with contextlib.suppress(OSError):
+        if found and os.path.samefile(found, script):
+            return name
+    return shlex.quote(script)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -425,12 +480,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # for the resume hint
+    args.program = _program() if real_process else "video2dream"
+    _hush_library_warnings()
     args.flags = command_flags(parser, args.command)  # for errors about settings, in this command's words
     signal.signal(signal.SIGTERM, _on_sigterm)
     code = _guarded(lambda: dispatch(args), args)
     if real_process:
         exit_now(code)
     sys.exit(code)
+
+
+def _hush_library_warnings() -> None:
+    """diffusers passes huggingface_hub an argument it has deprecated: two lines of UserWarning
+    above a load's one-line error (offline, a VAE or ControlNet not in the cache). Only that one."""
+    warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated",
+                            category=UserWarning, module=r"huggingface_hub\.")
 
 
 def exit_now(code: int) -> None:
@@ -476,9 +540,15 @@ def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
         if known:
             print(f"video2dream: error: {known}", file=sys.stderr)
             return 1
-        print(f"video2dream: unexpected error: {e.__class__.__name__}: {e} "
+        print(f"video2dream: unexpected error: {e.__class__.__name__}: {_first_line(e)} "
               "(run again with VIDEO2DREAM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's text for a one-line message: its first line, cut (it may echo a huge value)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _known_error(e: Exception) -> str | None:

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 # Where a value came from, when it came from the run folder (settings.resolve's SAVED).
 SAVED_SETTINGS = "the run folder's settings.yaml"
 # Where a value came from, when the caller typed it (settings.resolve's overrides): no "(from ...)".
 COMMAND_LINE = "the command line"
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr(value) for a message, cut to about limit characters: a 10,000-character id or a list
+    of thousands of items is shown by its start and its size, never whole."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 3 * limit:
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"  # str() refuses past 4,300
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit - 3] + '...'!r} ({len(value)} characters)"  # repr: a NUL or newline is visible
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text)} characters)"
+
+
+def short_path(path: object, limit: int = 200) -> str:
+    """A path as it is (unquoted, as messages show paths), or short() of it when it is very long."""
+    text = str(path)
+    return text if len(text) <= limit else short(text, limit)
 
 
 class UserError(Exception):

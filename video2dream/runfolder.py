@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from . import safeyaml
 from .errors import UserError
 
 STATE = ".video2dream"
@@ -94,11 +95,18 @@ class RunFolder:
         if not self.settings_file.is_file():
             return None
         try:
-            data = yaml.safe_load(self.settings_file.read_text(encoding="utf-8"))
+            data = safeyaml.read(self.settings_file)
+        except safeyaml.Unsafe as e:
+            raise UserError(f"{self.settings_file} is refused: {e}; fix it, or move it away to start from "
+                            "the defaults") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             name = e.__class__.__name__
             raise UserError(f"{self.settings_file} is not valid YAML ({name}); fix or delete it") from None
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict):  # replaced by the defaults, the run's settings would be lost
+            raise UserError(f"{self.settings_file} holds {safeyaml.kind_of(data)}, not this run's settings "
+                            "(a mapping of sections: extract:, generate:, ...); restore it, or move it away to "
+                            "start from the defaults")
+        return data
 
     def save_settings(self, data: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

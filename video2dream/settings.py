@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from .errors import COMMAND_LINE, SAVED_SETTINGS, SettingError, UserError
+from . import safeyaml
+from .errors import COMMAND_LINE, SAVED_SETTINGS, SettingError, UserError, short, short_path
 
 # Inside the package (declared as package data), so a wheel install has them too.
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -238,28 +239,41 @@ def is_preset_file(name: str) -> bool:
 def preset_path(name: str) -> Path:
     if is_preset_file(name):
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise UserError(f"preset file not found: {name}; give an existing YAML file, or a preset name "
+        if not _is_file(path):
+            raise UserError(f"preset file not found: {short_path(name)}; give an existing YAML file, or a preset name "
                             f"({', '.join(preset_names()) or 'none'})")
         return path
     path = PRESETS_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if not _is_file(path):
         known = ", ".join(preset_names()) or "none"
-        raise UserError(f"unknown preset '{name}' (known presets: {known}); or pass --config FILE")
+        raise UserError(f"unknown preset {short(name)} (known presets: {known}); or pass --config FILE")
     return path
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+def _is_file(path: Path) -> bool:
+    """Whether path is a regular file; a name too long for one (ENAMETOOLONG) is not."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not _is_file(path):  # a FIFO would block the read forever
+        if _exists(str(path)):
+            raise UserError(f"config file {path} is not a regular file; give a YAML file")
+        raise UserError(f"config file not found: {short_path(path)}")
+    try:
+        data = safeyaml.read(path)
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read ({e.strerror or e}); check its permissions") from None
+    except safeyaml.Unsafe as e:
+        raise UserError(f"config file {path} is refused: {e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"config file {path} is not valid YAML: {e}".splitlines()[0]) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of sections (extract:, generate:, ...)")
+    if not isinstance(data, dict):  # an empty file too: a typo'd path to an emptied file must not pass as "no changes"
+        raise UserError(f"config file {path} holds {safeyaml.kind_of(data)}; it must hold a mapping of sections "
+                        "(extract:, generate:, ...)")
     return data
 
 
@@ -269,7 +283,7 @@ def _merge_section(target: Any, values: dict[str, Any], where: str, section: str
     for name, value in values.items():
         name = str(name).replace("-", "_")
         if name not in names:
-            raise UserError(f"{where} [{section}]: unknown setting '{name}' (known: {', '.join(names)})")
+            raise UserError(f"{where} [{section}]: unknown setting {short(name)} (known: {', '.join(names)})")
         setattr(target, name, value)
         origins[f"{section}.{name}"] = where
 
@@ -292,7 +306,7 @@ def merge(settings: Settings, data: dict[str, Any], where: str, origins: dict[st
         elif key in ("name", "description"):
             continue
         else:
-            raise UserError(f"{where}: unknown section '{key}' (known: {', '.join(SECTIONS)})")
+            raise UserError(f"{where}: unknown section {short(key)} (known: {', '.join(SECTIONS)})")
 
 
 def resolve(
@@ -354,7 +368,10 @@ MAX_SIDE = 8192  # pixels of a dream's side
 MAX_PIXELS = 4096 * 4096  # pixels of a dream
 
 def _finite(value: Any) -> bool:
-    return _num(value) and math.isfinite(value)
+    try:
+        return _num(value) and math.isfinite(value)
+    except OverflowError:  # an int past a float's range (10**400)
+        return False
 
 
 _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -385,7 +402,7 @@ def check_types(s: Settings, origins: dict[str, str] | None = None) -> None:
         tests = [_KINDS[k] for k in kinds if k in _KINDS]
         if not any(test(value) for test, _ in tests):
             what = " or ".join(text for _, text in tests) + (", or none" if "None" in kinds else "")
-            _check(False, path, f"must be {what}, got {value!r}", origins=origins)
+            _check(False, path, f"must be {what}, got {short(value)}", origins=origins)
 
 
 def normalize(s: Settings) -> None:
@@ -403,10 +420,17 @@ def normalize(s: Settings) -> None:
     _absolute_paths(s)
 
 
+def _exists(value: str) -> bool:
+    """Whether value names an existing file or folder; a name too long for one (ENAMETOOLONG) does not."""
+    try:
+        return Path(value).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _absolute(value: str) -> str:
     """An existing local file or folder as an absolute path; anything else (a hub id) as it is."""
-    path = Path(value).expanduser()
-    return os.path.abspath(path) if value and path.exists() else value
+    return os.path.abspath(Path(value).expanduser()) if value and _exists(value) else value
 
 
 def _absolute_paths(s: Settings) -> None:
@@ -414,7 +438,7 @@ def _absolute_paths(s: Settings) -> None:
     i, g, a = s.interrogate, s.generate, s.assemble
     i.caption_model = _absolute(i.caption_model)
     arch, sep, pretrained = i.clip_model.partition("/")
-    if sep and Path(pretrained).expanduser().is_file():  # NAME/PRETRAINED: a weights file
+    if sep and _exists(pretrained) and Path(pretrained).expanduser().is_file():  # NAME/PRETRAINED: a weights file
         i.clip_model = f"{arch}/{_absolute(pretrained)}"
     for name in ("model", "vae", "preview_vae", "refiner", "depth_model"):
         if getattr(g, name):
@@ -486,7 +510,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     """Every value in range (RANGES) and the settings consistent; types are check_types's."""
     values = {path: value for path, _, value in _items(s)}
     for path, ok, what in RANGES:
-        _check(ok(values[path]), path, f"must be {what}, got {values[path]!r}", origins=origins)
+        _check(ok(values[path]), path, f"must be {what}, got {short(values[path])}", origins=origins)
     e, i, g, a, t = s.extract, s.interrogate, s.generate, s.assemble, s.telephone
     o = origins
     if e.start is not None and e.end is not None:
@@ -499,7 +523,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
            "raise {interrogate.max_length} or lower {interrogate.min_length}", also=("interrogate.min_length",),
            origins=o)
     _check("/" in i.clip_model or i.clip_model.startswith("tiny:"), "interrogate.clip_model",
-           f"must look like NAME/PRETRAINED, got '{i.clip_model}'", "e.g. ViT-L-14/openai", origins=o)
+           f"must look like NAME/PRETRAINED, got {short(i.clip_model)}", "e.g. ViT-L-14/openai", origins=o)
     _one_of(g.seed_mode, "generate.seed_mode", ("fixed", "per-frame"), o)
     _one_of(g.color_coherence, "generate.color_coherence", ("none", "lab"), o)
     _check((g.width is None) == (g.height is None), "generate.height" if g.width is None else "generate.width",
@@ -519,24 +543,63 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
            also=("generate.controlnet", "generate.strength"), origins=o)
     _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
            "assemble.source", f"must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02, "
-           f"got {a.source!r}", origins=o)
+           f"got {short(a.source)}", origins=o)
     _one_of(a.transition, "assemble.transition", TRANSITIONS, o)
     _one_of(s.morph.pacing, "morph.pacing", ("linear", "audio"), o)
     _one_of(t.mode, "telephone.mode", TELEPHONE_MODES, o)
     _check(0 <= t.crossfade < t.hold, "telephone.crossfade",
-           f"must be >= 0 and shorter than {{telephone.hold}} ({t.hold} s), got {t.crossfade!r}",
+           f"must be >= 0 and shorter than {{telephone.hold}} ({t.hold} s), got {short(t.crossfade)}",
            also=("telephone.hold",), origins=o)
     _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"), "device",
-           f"'{s.device}' is unknown: choose from auto, cpu, cuda, cuda:N, mps", origins=o)
+           f"{short(s.device)} is unknown: choose from auto, cpu, cuda, cuda:N, mps", origins=o)
     _one_of(s.dtype, "dtype", DTYPES, o)
-    for path in ("replicate.caption_model", "replicate.paint_model"):
-        _check(re.fullmatch(r"[\w.-]+/[\w.-]+(:[0-9a-f]{16,})?", values[path]) is not None, path,
-               f"must look like OWNER/NAME:VERSION (or OWNER/NAME for an official model), got {values[path]!r}",
-               "e.g. stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b", origins=o)
+    for path in ("replicate.caption_model", "replicate.paint_model", "replicate.morph_model"):
+        _check(REPLICATE_REF.fullmatch(values[path]) is not None, path,
+               f"must look like OWNER/NAME:VERSION (or OWNER/NAME for an official model), got {short(values[path])}",
+               f"e.g. {getattr(ReplicateSettings(), path.split('.')[1])}", origins=o)
     _check(isinstance(s.backend, str) and s.backend.isidentifier(), "backend",
-           f"'{s.backend}' is not a backend's name", "e.g. local", origins=o)
+           f"{short(s.backend)} is not a backend's name", "e.g. local", origins=o)
+    _check_names(s, o)
 
 
+# Settings that name a model: a Hugging Face id (OWNER/NAME, at most 96 characters a part) or a local path.
+MODEL_NAMES = ("interrogate.caption_model", "interrogate.clip_model", "generate.model", "generate.vae",
+               "generate.preview_vae", "generate.refiner", "generate.lora", "generate.controlnet",
+               "generate.depth_model")
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
+
+
+def _controls(text: str) -> bool:
+    """Whether text holds a control character (NUL, newline, escape, ...)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
+def _could_be_a_name(text: str) -> bool:
+    """Whether text can be a model id or a path at all: no control character, not past the system's
+    limits on a path and on each of its parts."""
+    return not _controls(text) and len(text.encode(errors="replace")) <= MAX_PATH_BYTES and all(
+        len(part.encode(errors="replace")) <= MAX_NAME_BYTES for part in text.split("/"))
+
+
+def _check_names(s: Settings, o: dict[str, str] | None) -> None:
+    """Names that reach a file system, a hub or a cluster: one that cannot be one is refused before
+    it is saved, in a short line (a 10,000-character --model was an OSError echoing all of it)."""
+    values = {path: value for path, _, value in _items(s)}
+    for path in MODEL_NAMES:
+        value = values[path]
+        _check(value is None or _could_be_a_name(value), path,
+               f"is neither a model id nor a local path: got {short(value)}",
+               "give a Hugging Face id (OWNER/NAME) or an existing file or folder", origins=o)
+    ray = s.ray_address
+    _check(ray is None or (" " not in ray and not _controls(ray)), "ray_address",
+           f"must be a cluster's address without spaces or control characters, got {short(s.ray_address)}",
+           "e.g. HEAD:6379, ray://HEAD:10001 or auto", origins=o)
+    _check("\0" not in s.assemble.audio, "assemble.audio", f"holds a NUL character: got {short(s.assemble.audio)}",
+           "give auto, none or the path of a sound file", origins=o)
+
+
+# A Replicate model: OWNER/NAME[:VERSION], each part starting with a letter or digit (never ./x or ../x).
+REPLICATE_REF = re.compile(r"[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w.-]*(:[0-9a-f]{16,})?", re.ASCII)
 TRANSITIONS = ("cut", "crossfade", "flow", "morph")
 INTERROGATE_MODES = ("best", "classic", "fast", "negative", "caption")
 TELEPHONE_MODES = ("caption", "fast", "classic", "best", "negative")
@@ -545,7 +608,7 @@ DTYPES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
 
 def _one_of(value: Any, path: str, choices: tuple[str, ...], origins: dict[str, str] | None) -> None:
-    _check(value in choices, path, f"'{value}' is unknown: choose from {', '.join(choices)}", origins=origins)
+    _check(value in choices, path, f"{short(value)} is unknown: choose from {', '.join(choices)}", origins=origins)
 
 
 def _num(value: Any) -> bool:

@@ -75,6 +75,17 @@ def check_names(path: Path, names: list[str], fix: str) -> None:
                             f"frame name (digits and .png, as in 000001.png); {fix}")
 
 
+def _too_many_cells(path: Path, sep: str, fix: str) -> str:
+    """The message for a table whose rows have more cells than its header has columns."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter=sep)
+        header = next(rows, [])
+        number, row = next(((n, r) for n, r in enumerate(rows, start=2) if len(r) > len(header)), (2, header))
+    comma = {",": "comma", ";": "semicolon", "\t": "tab"}[sep]
+    return (f"{path}, row {number} (the header is row 1) has {len(row)} cells but the header names {len(header)} "
+            f"columns: an extra cell, or a {comma} in a text that is not in double quotes; {fix}")
+
+
 def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     import pandas as pd
 
@@ -91,6 +102,8 @@ def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError) as e:
         detail = " ".join(str(e).split())
         raise UserError(f"{path} is not a readable CSV ({detail}); {fix}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # every row longer than the header: pandas made an index of it
+        raise UserError(_too_many_cells(path, sep, fix))
     df.columns = [str(c).strip() if str(c).strip() in required else c for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import UserError, debug_enabled
+from ..errors import UserError, debug_enabled, short
 
 # name -> (module, builder); a builder takes an empty folder and fills it.
 TINY_MODELS: dict[str, tuple[str, str]] = {
@@ -51,7 +51,7 @@ def tiny_model_dir(name: str) -> Path:
     """The folder of a tiny model, built on first use (atomically: built aside, then renamed)."""
     if name not in TINY_MODELS:
         known = ", ".join(TINY_MODELS)
-        raise UserError(f"unknown tiny model '{name}' (known: {known})")
+        raise UserError(f"unknown tiny model {short(name, 200)} (known: {known})")
     dest = cache_dir() / "tiny" / f"{name.split(':', 1)[1]}-{TINY_VERSION}"
     if dest.is_dir():
         return dest
@@ -85,7 +85,10 @@ def offline() -> bool:
 
 def _where(name: str) -> str:
     path = Path(name).expanduser()
-    return "a local file" if path.is_file() else "a local folder" if path.exists() else "a Hugging Face model id"
+    try:
+        return "a local file" if path.is_file() else "a local folder" if path.exists() else "a Hugging Face model id"
+    except (OSError, ValueError):  # too long for a path (ENAMETOOLONG)
+        return "neither an existing path nor a model id"
 
 
 def _detail(e: BaseException) -> str:
@@ -104,7 +107,7 @@ def loading(kind: str, name: str) -> Iterator[None]:
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) met more than tensors
         if debug_enabled():
             raise
-        raise UserError(f"cannot load {kind} '{name}' ({_where(name)}): its weights are a pickle that holds "
+        raise UserError(f"cannot load {kind} {short(name, 200)} ({_where(name)}): its weights are a pickle that holds "
                         "more than tensors, refused because loading it could run code; use its .safetensors "
                         f"weights [{_detail(e)}]") from e
     except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -112,7 +115,7 @@ def loading(kind: str, name: str) -> Iterator[None]:
             raise
         hint = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
                 if offline() else "check the name, your network, or the HF cache (HF_HOME)")
-        raise UserError(f"cannot load {kind} '{name}' ({_where(name)}): {hint} [{_detail(e)}]") from e
+        raise UserError(f"cannot load {kind} {short(name, 200)} ({_where(name)}): {hint} [{_detail(e)}]") from e
 
 
 # -- is the hub reachable? -------------------------------------------------------------------------
@@ -191,7 +194,7 @@ def check_hub_reachable(kind: str, name: str) -> None:
     why = unreachable(host, port)
     if why is not None:
         raise UserError(
-            f"cannot reach the Hugging Face hub ({host}:{port}: {why}) to download {kind} '{name}', which is not "
-            "in the HF cache: download it once on a machine with a network (then copy its HF cache, HF_HOME, "
+            f"cannot reach the Hugging Face hub ({host}:{port}: {why}) to download {kind} {short(name, 200)}, which "
+            "is not in the HF cache: download it once on a machine with a network (then copy its HF cache, HF_HOME, "
             "here), or give a local folder; if the models are cached under another HF_HOME, set that HF_HOME "
             "and HF_HUB_OFFLINE=1")
