@@ -18,7 +18,7 @@ from . import __version__
 from .errors import Interrupted, SettingError, UserError, debug_enabled
 from .progress import say
 from .runfolder import RunFolder
-from .settings import Settings, preset_names, resolve
+from .settings import CHOICES, RANGES, Settings, preset_names, resolve
 
 # (flags, settings path, type, help); type "flag" is an on/off switch (--X and --no-X).
 Option = tuple[tuple[str, ...], str, Any, str]
@@ -175,13 +175,19 @@ EXAMPLES = {
 
 
 def _add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None:
+    ranges = {path: what for path, _, what in RANGES}
     for flags, path, kind, text in options:
         dest = "set:" + path
         if kind == "flag":
             parser.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            parser.add_argument(*flags, dest=dest, type=kind, default=None, help=text,
-                                metavar=flags[0].lstrip("-").replace("-", "_").upper())
+            continue
+        # the allowed values in the option's own line: {cut,crossfade,...}, or the range after the text
+        metavar = flags[0].lstrip("-").replace("-", "_").upper()
+        if path in CHOICES:
+            metavar = "{" + ",".join(CHOICES[path]) + "}"
+        if path in ranges:
+            text = f"{text}; {ranges[path]}"
+        parser.add_argument(*flags, dest=dest, type=kind, default=None, help=text, metavar=metavar)
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
