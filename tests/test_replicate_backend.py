@@ -104,10 +104,14 @@ def paints(fake) -> dict:
 
 
 def journal(run: Path) -> list[dict]:
-    """The predictions the run folder's journal says were created (not the lines marking them used)."""
+    """The predictions the run folder's journal says were created (not the intents before the creates,
+    nor the lines marking them used)."""
+    return [e for e in journal_lines(run) if e.get("id") and not e.get("used")]
+
+
+def journal_lines(run: Path) -> list[dict]:
     path = run / ".video2dream" / "predictions.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    return [e for e in lines if not e.get("used")]
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -32,7 +32,8 @@ PROMPTS_COLUMNS = ["filename", "prompt", "time", "caption", "negative_prompt", "
 FRAME_NAME = re.compile(r"[0-9]{6,}\.png")
 
 # Free text a spreadsheet may read as a formula when it starts with one of these (OWASP's list).
-TEXT_COLUMNS = ("prompt", "caption", "negative_prompt", "kept", "cut")
+# write_csv escapes every text cell of every table; these columns are read back unescaped.
+TEXT_COLUMNS = ("prompt", "caption", "negative_prompt", "kept", "cut", "error")
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")  # what escape_cell prefixes: a formula start after any quotes
 _ESCAPED = re.compile(r"'+[=+\-@\t\r]")  # what unescape_cell strips one quote from
 DELIMITERS = (",", ";", "\t")
@@ -107,10 +108,11 @@ def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> str:
-    """Write df (free-text cells escaped); the text written, to tell later whether someone changed it."""
+    """Write df (every text cell a spreadsheet would take for a formula escaped: refused.csv's error
+    text is the service's); the text written, to tell later whether someone changed it."""
     out = df.copy()
-    for column in TEXT_COLUMNS:
-        if column in out.columns:
+    for column in out.columns:
+        if out[column].dtype == object:
             out[column] = out[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
     buf = io.StringIO()
     out.to_csv(buf, index=False, lineterminator="\n")
