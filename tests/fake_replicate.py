@@ -32,6 +32,7 @@ CAPTION_REF = ReplicateSettings().caption_model
 PAINT_REF = ReplicateSettings().paint_model
 MORPH_REF = ReplicateSettings().morph_model
 FILE_KEYS = ("image", "frame1", "frame2")
+IDS = itertools.count(1)  # prediction ids, never reused in this process
 HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
@@ -52,7 +53,7 @@ class Prediction:
         """files: "" leaves the pictures out of the input (a poll), "url" gives them as URLs of this server
         (the listing, as a service that keeps uploads as files), "data" as sent."""
         def shown(k: str, v: Any) -> Any:
-            return f"{base}/inputs/{self.id}/{k}" if files == "url" else v
+            return f"{base}/inputs/{self.id}/{k}" if files == "url" and k in FILE_KEYS else v
 
         return {"id": self.id, "model": self.model, "version": self.version, "status": self.status,
                 "input": {k: shown(k, v) for k, v in self.input.items() if files or k not in FILE_KEYS},
@@ -76,6 +77,7 @@ class FakeReplicate:
     fail: Callable[[Prediction], str | None] = lambda p: None  # an error text fails the prediction
     throttle: int = 0  # the next N requests are answered 429 or 503 (Retry-After: 0)
     latency: float = 0.0  # seconds a create takes on the network: half before the prediction is made, half after
+    answer_delay: float = 0.0  # more seconds after it is made, before the answer leaves
     bad_gateway: int = 0  # the next N creates make their prediction, then answer 502 (a gateway's HTML page)
     garbled_creates: int = 0  # the next N creates make their prediction, then answer 201 with an HTML page
     garbled_polls: int = 0  # the next N polls of a prediction are answered 200 with an HTML page
@@ -89,7 +91,7 @@ class FakeReplicate:
     throttled: int = 0
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _ids: Any = field(default_factory=lambda: IDS)  # unique across resets, as the service's are
     _files: dict[str, bytes] = field(default_factory=dict, repr=False)  # prediction id -> its made output file
 
     def created_for(self, kind: str) -> Counter:
@@ -130,7 +132,7 @@ class FakeReplicate:
 
     def listing(self, cursor: int) -> dict[str, Any]:
         """One page of the account's predictions, newest first; cursor: how many newer ones to skip."""
-        newest = sorted(self.predictions.values(), key=lambda p: p.id, reverse=True)
+        newest = sorted(self.predictions.values(), key=lambda p: int(p.id[1:]), reverse=True)
         page = newest[cursor:cursor + self.page_size]
         more = cursor + self.page_size < len(newest)
         return {"previous": None, "next": f"{self.url}/v1/predictions?cursor={cursor + self.page_size}" if more
@@ -216,13 +218,16 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client was killed while the answer was on its way
 
     def _gate(self, authorized: bool = True) -> bool:
         """Throttle and authorization; False when the request was answered here."""
@@ -312,7 +317,7 @@ class Handler(BaseHTTPRequestHandler):
                 garbled = status == 201 and not bad and fake.garbled_creates > 0
                 fake.bad_gateway -= bad
                 fake.garbled_creates -= garbled
-            time.sleep(fake.latency / 2)  # the answer on its way: a kill now loses it
+            time.sleep(fake.latency / 2 + fake.answer_delay)  # the answer on its way: a kill now loses it
             if bad:
                 self._send(502, HTML, "text/html")
             else:
