@@ -119,6 +119,7 @@ def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest
     assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0
     err = capsys.readouterr().err
     assert f"3 new prediction(s) of {CAPTION_REF}, up to 3 more for the dreams ({PAINT_REF})" in err
+    assert err.count(f"new prediction(s) of {CAPTION_REF}") == 1  # said once, not again by interrogate
     assert (run / "dream.mp4").is_file()
     assert sorted(fake.created.values()) == [1] * 6 and len(paints(fake)) == 3  # a caption and a dream per frame
     captions = [p for p in fake.predictions.values() if p.kind == "caption"]

@@ -360,8 +360,8 @@ class ReplicateBackend(Backend):
         predictions, and only one not found there is sent again."""
         ref = model_ref(u.kind, settings)
         inputs = _inputs(root, u, settings)
-        intent = journal.intent(u, ref, _input_hash(inputs))
         self._count_create(settings)
+        intent = journal.intent(u, ref, _input_hash(inputs))
         for attempt in range(1, TRIES + 1):
             try:
                 prediction = self._create(client, ref, inputs)
