@@ -1,10 +1,11 @@
 """A local stand-in for the part of Replicate's HTTP API the `replicate` client uses: look up a model
-version, create a prediction (by version, or by an official model's name), get one, cancel one, and
-the output files by URL. Bearer tokens are checked. The frame interpolation model answers as FILM does
-on Replicate: times_to_interpolate 1 gives one PNG (the midpoint), n > 1 an mp4 of 2^n + 1 frames
-(the two inputs included), here blends of the two pictures made with ffmpeg. It counts predictions
-per input, so that a test can tell that no frame was predicted twice; knobs make it hold predictions,
-fail them, or throttle.
+version, create a prediction (by version, or by an official model's name), get one, list the account's
+(newest first, paginated), cancel one, and the output files by URL. Bearer tokens are checked. The frame
+interpolation model answers as FILM does on Replicate: times_to_interpolate 1 gives one PNG (the
+midpoint), n > 1 an mp4 of 2^n + 1 frames (the two inputs included), here blends of the two pictures
+made with ffmpeg. It counts predictions per input, so that a test can tell that no frame was predicted
+twice; knobs make it hold predictions, fail them, throttle, add latency to creates, answer a create it
+made with a 502 (or an HTML page), answer polls with HTML, or serve other bytes as an output.
 
 Point the real client at it with REPLICATE_BASE_URL=server.url (and REPLICATE_API_TOKEN=server.token).
 """
@@ -18,6 +19,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from video2dream.settings import ReplicateSettings
 CAPTION_REF = ReplicateSettings().caption_model
 PAINT_REF = ReplicateSettings().paint_model
 MORPH_REF = ReplicateSettings().morph_model
+FILE_KEYS = ("image", "frame1", "frame2")
+IDS = itertools.count(1)  # prediction ids, never reused in this process
+HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 @dataclass
@@ -42,12 +47,18 @@ class Prediction:
     output: Any = None
     error: str | None = None
     polls: int = 0
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()))
 
-    def json(self, base: str) -> dict[str, Any]:
+    def json(self, base: str, files: str = "") -> dict[str, Any]:
+        """files: "" leaves the pictures out of the input (a poll), "url" gives them as URLs of this server
+        (the listing, as a service that keeps uploads as files), "data" as sent."""
+        def shown(k: str, v: Any) -> Any:
+            return f"{base}/inputs/{self.id}/{k}" if files == "url" and k in FILE_KEYS else v
+
         return {"id": self.id, "model": self.model, "version": self.version, "status": self.status,
-                "input": {k: v for k, v in self.input.items() if k not in ("image", "frame1", "frame2")},
+                "input": {k: shown(k, v) for k, v in self.input.items() if files or k not in FILE_KEYS},
                 "output": self.output,
-                "error": self.error, "logs": "", "metrics": {}, "created_at": "2026-01-01T00:00:00Z",
+                "error": self.error, "logs": "", "metrics": {}, "created_at": self.created_at,
                 "started_at": None, "completed_at": None,
                 "urls": {"get": f"{base}/v1/predictions/{self.id}",
                          "cancel": f"{base}/v1/predictions/{self.id}/cancel"}}
@@ -65,6 +76,14 @@ class FakeReplicate:
     hold_only: Callable[[Prediction], bool] | None = None  # hold just these
     fail: Callable[[Prediction], str | None] = lambda p: None  # an error text fails the prediction
     throttle: int = 0  # the next N requests are answered 429 or 503 (Retry-After: 0)
+    latency: float = 0.0  # seconds a create takes on the network: half before the prediction is made, half after
+    answer_delay: float = 0.0  # more seconds after it is made, before the answer leaves
+    bad_gateway: int = 0  # the next N creates make their prediction, then answer 502 (a gateway's HTML page)
+    garbled_creates: int = 0  # the next N creates make their prediction, then answer 201 with an HTML page
+    garbled_polls: int = 0  # the next N polls of a prediction are answered 200 with an HTML page
+    files: Callable[[Prediction], bytes | None] | None = None  # other bytes served as a prediction's output
+    page_size: int = 100  # predictions per page of the listing
+    list_files: str = "url"  # how the listing shows the pictures sent: "url" or "data"
     predictions: dict[str, Prediction] = field(default_factory=dict)
     created: Counter = field(default_factory=Counter)  # input's fingerprint -> predictions created
     cancels: list[str] = field(default_factory=list)
@@ -72,7 +91,7 @@ class FakeReplicate:
     throttled: int = 0
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _ids: Any = field(default_factory=lambda: IDS)  # unique across resets, as the service's are
     _files: dict[str, bytes] = field(default_factory=dict, repr=False)  # prediction id -> its made output file
 
     def created_for(self, kind: str) -> Counter:
@@ -111,10 +130,22 @@ class FakeReplicate:
             p.status, p.output = "succeeded", f"a picture of {fingerprint('caption', p.input)[1][:8]}, " \
                                               "trending on artstation, sharp focus"
 
+    def listing(self, cursor: int) -> dict[str, Any]:
+        """One page of the account's predictions, newest first; cursor: how many newer ones to skip."""
+        newest = sorted(self.predictions.values(), key=lambda p: int(p.id[1:]), reverse=True)
+        page = newest[cursor:cursor + self.page_size]
+        more = cursor + self.page_size < len(newest)
+        return {"previous": None, "next": f"{self.url}/v1/predictions?cursor={cursor + self.page_size}" if more
+                else None, "results": [p.json(self.url, self.list_files) for p in page]}
+
     def picture(self, prediction_id: str) -> bytes | None:
         from PIL import Image
 
         p = self.predictions.get(prediction_id)
+        if p is not None and self.files is not None:
+            data = self.files(p)
+            if data is not None:
+                return data
         if p is not None and p.kind == "morph":
             if prediction_id not in self._files:
                 self._files[prediction_id] = interpolate(p.input)
@@ -187,13 +218,16 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client was killed while the answer was on its way
 
     def _gate(self, authorized: bool = True) -> bool:
         """Throttle and authorization; False when the request was answered here."""
@@ -224,14 +258,29 @@ class Handler(BaseHTTPRequestHandler):
             kind = "image/png" if m[2] == "png" else "video/mp4"
             self._send(200, data, kind) if data else self._send(404, {"detail": "no such file"})
             return
+        m = re.fullmatch(r"/inputs/(\w+)/(\w+)", self.path)
+        if m:  # a picture sent with a prediction, as the listing names it
+            with fake.lock:
+                p = fake.predictions.get(m[1])
+                value = p.input.get(m[2]) if p else None
+            self._send(200, image_bytes(value), "image/png") if value else self._send(404, {"detail": "no such file"})
+            return
         if not self._gate():
             return
         with fake.lock:
+            m = re.fullmatch(r"/v1/predictions(?:\?cursor=(\d+))?", self.path)
+            if m:
+                self._send(200, fake.listing(int(m[1] or 0)))
+                return
             m = re.fullmatch(r"/v1/predictions/(\w+)", self.path)
             if m:
                 p = fake.predictions.get(m[1])
                 if p is None:
                     self._send(404, {"detail": "Not found.", "status": 404})
+                    return
+                if fake.garbled_polls > 0:
+                    fake.garbled_polls -= 1
+                    self._send(200, HTML, "text/html")
                     return
                 fake.advance(p)
                 self._send(200, p.json(fake.url))
@@ -255,15 +304,26 @@ class Handler(BaseHTTPRequestHandler):
         if not self._gate():
             return
         body = self._body()
+        m = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)/predictions", self.path)
+        if self.path == "/v1/predictions" or m:
+            time.sleep(fake.latency / 2)  # the request on its way
+            with fake.lock:
+                if m:
+                    version = next((v for v, (name, _) in fake.versions.items() if name == f"{m[1]}/{m[2]}"), "")
+                    status, answer = fake.create(version, f"{m[1]}/{m[2]}", body.get("input", {}))
+                else:
+                    status, answer = fake.create(body.get("version", ""), "", body.get("input", {}))
+                bad = status == 201 and fake.bad_gateway > 0
+                garbled = status == 201 and not bad and fake.garbled_creates > 0
+                fake.bad_gateway -= bad
+                fake.garbled_creates -= garbled
+            time.sleep(fake.latency / 2 + fake.answer_delay)  # the answer on its way: a kill now loses it
+            if bad:
+                self._send(502, HTML, "text/html")
+            else:
+                self._send(201, HTML, "text/html") if garbled else self._send(status, answer)
+            return
         with fake.lock:
-            if self.path == "/v1/predictions":
-                self._send(*fake.create(body.get("version", ""), "", body.get("input", {})))
-                return
-            m = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)/predictions", self.path)
-            if m:
-                version = next((v for v, (name, _) in fake.versions.items() if name == f"{m[1]}/{m[2]}"), "")
-                self._send(*fake.create(version, f"{m[1]}/{m[2]}", body.get("input", {})))
-                return
             m = re.fullmatch(r"/v1/predictions/(\w+)/cancel", self.path)
             if m and m[1] in fake.predictions:
                 p = fake.predictions[m[1]]

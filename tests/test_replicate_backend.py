@@ -104,10 +104,14 @@ def paints(fake) -> dict:
 
 
 def journal(run: Path) -> list[dict]:
-    """The predictions the run folder's journal says were created (not the lines marking them used)."""
+    """The predictions the run folder's journal says were created (not the intents before the creates,
+    nor the lines marking them used)."""
+    return [e for e in journal_lines(run) if e.get("id") and not e.get("used")]
+
+
+def journal_lines(run: Path) -> list[dict]:
     path = run / ".video2dream" / "predictions.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    return [e for e in lines if not e.get("used")]
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -115,6 +119,7 @@ def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest
     assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0
     err = capsys.readouterr().err
     assert f"3 new prediction(s) of {CAPTION_REF}, up to 3 more for the dreams ({PAINT_REF})" in err
+    assert err.count(f"new prediction(s) of {CAPTION_REF}") == 1  # said once, not again by interrogate
     assert (run / "dream.mp4").is_file()
     assert sorted(fake.created.values()) == [1] * 6 and len(paints(fake)) == 3  # a caption and a dream per frame
     captions = [p for p in fake.predictions.values() if p.kind == "caption"]
@@ -415,3 +420,219 @@ def test_inbetweens_unknown_model_or_failed_prediction(fake, dreamed: Path, tmp_
     code = cli("morph", run, *REMOTE, "--inbetweens", "1", "--workers", "1")
     last_error(code, capsys.readouterr().err, "000002-000003 failed: CUDA out of memory")
     assert sorted(p.name for p in (run / "morphs").iterdir()) == ["000001-000002_01.png"]  # the other gap kept
+
+
+# -- never pay twice, really (issue 19) ---------------------------------------------------------
+
+SLOW_WRITER = """
+import os, sys, time
+from pathlib import Path
+import video2dream.pngmeta as pngmeta
+save = pngmeta.save_png
+def slow(image, path, *args, **kwargs):
+    if Path(path).name == os.environ["SLOW_NAME"]:  # handed to the writer thread, never renamed into place
+        Path(os.environ["SLOW_MARK"]).touch()
+        time.sleep(600)
+    return save(image, path, *args, **kwargs)
+pngmeta.save_png = slow
+from video2dream.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("command, name, kind", [("generate", "000001.png", "paint"),
+                                                 ("morph", "000001-000002_01.png", "morph")])
+def test_kill_between_hand_off_and_rename_collects_again(fake, captioned: Path, dreamed: Path, tmp_path: Path,
+                                                         command: str, name: str, kind: str) -> None:
+    """The writer thread is slow: the command is killed once the first output was handed to it (and
+    the next prediction created, by then the old code had marked the first used) but before its
+    rename. The rerun collects that prediction: none is created twice."""
+    run = copy(captioned if command == "generate" else dreamed, tmp_path)
+    mark = tmp_path / "handed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SLOW_NAME": name, "SLOW_MARK": str(mark)}
+    args = [command, run, *REMOTE, "--workers", "1"] + (["--inbetweens", "1"] if command == "morph" else [])
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _until_journaled(proc, run, kind, 2)
+        deadline = time.monotonic() + 120
+        while not mark.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (run / ("dreams" if kind == "paint" else "morphs") / name).exists()
+    assert cli(*args) == 0
+    assert set(fake.created_for(kind).values()) == {1}  # the handed-off prediction collected, not made again
+    assert (run / ("dreams" if kind == "paint" else "morphs") / name).is_file()
+    assert Journal(run).read() == {}
+
+
+@pytest.mark.parametrize("knob", ["bad_gateway", "garbled_creates"])
+def test_create_answered_with_an_error_after_it_was_made_is_looked_up(fake, captioned: Path, tmp_path: Path,
+                                                                     knob: str) -> None:
+    """A 502 (or an HTML page) after the service made the prediction: looked for among the account's
+    predictions (one a page: the lookup pages through them) and collected, not created again."""
+    run = copy(captioned, tmp_path)
+    setattr(fake, knob, 2)
+    fake.page_size = 1
+    assert cli("generate", run, *REMOTE) == 0
+    assert getattr(fake, knob) == 0 and sorted(paints(fake).values()) == [1, 1, 1]
+    assert sorted(p.name for p in (run / "dreams").iterdir()) == NAMES
+    assert len({e["id"] for e in journal(run) if e["kind"] == "paint"}) == 3
+
+
+def test_rerun_looks_for_the_creates_a_kill_cut_off(fake, captioned: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Killed while the creates' answers are on their way (the server made the predictions): the
+    journal holds their intents without ids; the rerun finds them (the frame sent, as the listing
+    gives it: a URL of the service's copy) and creates none."""
+    run = copy(captioned, tmp_path)
+    fake.answer_delay = 120  # after the prediction is made: the answer never arrives
+    proc = _cli_process("generate", run, *REMOTE, "--workers", "3", "--strength", "0.5")
+    deadline = time.monotonic() + 120
+    while len(paints(fake)) < 3 or sum(bool(e.get("intent")) for e in journal_lines(run)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not [e for e in journal(run) if e["kind"] == "paint"]  # no id was journaled: only the intents
+    fake.answer_delay = 0
+    assert cli("generate", run, *REMOTE, "--strength", "0.5") == 0
+    assert "3 of 3 prediction(s) an earlier command may have made found" in capsys.readouterr().err
+    assert sorted(paints(fake).values()) == [1, 1, 1]
+    assert sorted(p.name for p in (run / "dreams").iterdir()) == NAMES
+
+
+@pytest.mark.parametrize("from_folder", [False, True])
+def test_no_token_writes_nothing(fake, clip: Path, captioned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture, from_folder: bool) -> None:
+    """`run --backend replicate` without a token: no frames, no settings.yaml. A folder whose
+    settings.yaml chose replicate says so, and how to undo it."""
+    monkeypatch.delenv("REPLICATE_API_TOKEN")
+    if from_folder:
+        run = copy(captioned, tmp_path)
+        before = snapshot(run)
+        code = cli("generate", run)
+        one_line_error(code, capsys.readouterr().err, "needs an API token", "came from the run folder's "
+                       "settings.yaml", "`--backend local` undoes it")
+    else:
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+        before = snapshot(run)
+        code = cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE)
+        err = capsys.readouterr().err
+        one_line_error(code, err, "needs an API token")
+        assert "settings.yaml" not in err
+    assert snapshot(run) == before and not fake.created
+
+
+BAD_OUTPUTS = {
+    "html": ("garbled_polls", 100, "could not be read"),
+    "not a picture": ("files", lambda p: b"<html>no picture here</html>", "is not a picture"),
+    "truncated": ("files", lambda p: fake_png(64, 48)[:-60], "damaged picture"),
+    "too many pixels": ("files", lambda p: fake_png(4000, 4000), "far more pixels than asked"),
+    "too many bytes": ("files", lambda p: fake_png(8, 8) + b"\0" * (8 << 20), "larger than"),
+}
+
+
+def fake_png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "teal").save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OUTPUTS))
+def test_unreadable_answers_are_one_line_and_collected(fake, captioned: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture, case: str) -> None:
+    """An answer or output the tool cannot read (HTML for JSON, no picture, a cut PNG, a picture or a body
+    far larger than asked for): one line, nothing written but the journal; the rerun collects."""
+    run = copy(captioned, tmp_path)
+    knob, value, words = BAD_OUTPUTS[case]
+    setattr(fake, knob, value)
+    before = snapshot(run)
+    code = cli("generate", run, *REMOTE)
+    last_error(code, capsys.readouterr().err, words)
+    after = snapshot(run)
+    assert after.pop("dreams") == b"<dir>" and not [k for k in after if k.startswith("dreams/")]  # no dream
+    assert {k: v for k, v in after.items() if not k.startswith(".video2dream")} == \
+        {k: v for k, v in before.items() if not k.startswith(".video2dream")}
+    setattr(fake, knob, FakeReplicateDefaults[knob])
+    assert cli("generate", run, *REMOTE) == 0
+    assert sorted(paints(fake).values()) == [1, 1, 1]  # the first one collected, not made again
+
+
+FakeReplicateDefaults = {"garbled_polls": 0, "files": None}
+
+
+def test_output_at_another_size_is_resized_with_a_warning(fake, captioned: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    run = copy(captioned, tmp_path)
+    fake.files = lambda p: fake_png(17, 9)
+    assert cli("generate", run, *REMOTE) == 0
+    err = capsys.readouterr().err
+    assert err.count("output(s) came at another size than asked") == 1 and "3 output(s)" in err and "17x9 for" in err
+    from PIL import Image
+
+    with Image.open(run / "dreams" / "000001.png") as dream:
+        assert dream.size != (17, 9)
+
+
+def test_refused_csv_escapes_the_service_text(fake, captioned: Path, tmp_path: Path) -> None:
+    from video2dream.tables import read_loose
+
+    run = copy(captioned, tmp_path)
+    text = '=HYPERLINK("http://evil.example","NSFW content detected")'
+    fake.fail = lambda p: text if p.kind == "paint" and p.input["seed"] == 2 else None
+    assert cli("generate", run, *REMOTE) == 1
+    raw = (run / "refused.csv").read_text()
+    assert "'=HYPERLINK" in raw and ",=HYPERLINK" not in raw
+    assert read_loose(run / "refused.csv")["error"].tolist() == [text]
+
+
+def test_unreachable_service_gives_up_within_seconds(fake, captioned: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """A refused connection: one line naming the address, after a few quick tries (not a minute)."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("REPLICATE_BASE_URL", f"http://127.0.0.1:{port}")
+    run = copy(captioned, tmp_path)
+    before = snapshot(run)
+    began = time.monotonic()
+    code = cli("generate", run, *REMOTE)
+    one_line_error(code, capsys.readouterr().err, f"cannot reach Replicate at http://127.0.0.1:{port} "
+                   "(REPLICATE_BASE_URL)", "ConnectError")
+    assert time.monotonic() - began < 30  # a bound no machine load reaches; it gave up after 62 s before
+    assert snapshot(run) == before
+
+
+def test_journal_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path: Path) -> None:
+    from video2dream.backends.replicate import Gap
+
+    j = Journal(tmp_path)
+    j.path.parent.mkdir()
+    j.path.write_text('{"name": "000001.png", "key": "k1", "kind": "paint", "id": "p1"')  # no newline: cut
+    j.append(Gap("000002.png", "paint", "k2"), "p2", PAINT_REF)
+    assert j.read() == {("000002.png", "k2"): "p2"}
+
+
+@pytest.mark.slow
+def test_random_kills_with_latency_never_pay_twice(tmp_path: Path) -> None:
+    """scripts/kill_replicate.py, lean: a few SIGKILLs of `run` at random (seeded) moments while creates
+    take 0.4 s on the way; no unit's prediction is created twice."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import kill_replicate
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert kill_replicate.main(["--kills", "4", "--seconds", "3", "--seed", "7", "--work", str(tmp_path)]) == 0

@@ -32,10 +32,29 @@ def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: boo
         else f"extract: {r.frames} frames ({r.width}x{r.height}) in {where}")
 
 
+def check_backend(settings: Settings) -> None:
+    """The backend's prerequisites on this machine (its client, a token), before anything is written.
+    A backend the folder's settings.yaml chose (not this command) says so, and how to undo it."""
+    from .backends.base import backend_class
+    from .errors import SettingError, UserError
+    from .settings import SAVED, origin
+
+    try:
+        backend_class(settings.backend).check_ready(settings)
+    except SettingError:
+        raise
+    except UserError as e:
+        if origin(settings, "backend") != SAVED:
+            raise
+        raise UserError(f"{e} (backend '{settings.backend}' came from the run folder's settings.yaml, not this "
+                        "command: `--backend local` undoes it)") from None
+
+
 def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.interrogate import interrogate
 
+    check_backend(settings)
     r = interrogate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     say(f"interrogate: {len(r.done)} row(s) written, {r.up_to_date} up to date, "
@@ -46,6 +65,7 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
     from .models.devices import free_memory
     from .stages.generate import generate
 
+    check_backend(settings)
     r = generate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     say(f"generate: {len(r.painted)} dream(s) painted at {r.width}x{r.height}, "
@@ -56,6 +76,7 @@ def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.morph import morph
 
+    check_backend(settings)
     r = morph(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     cuts = f", {r.cuts} hard cut(s)" if r.cuts else ""
@@ -143,6 +164,7 @@ def _check_before_saving(settings: Settings) -> None:
 
 def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     _check_before_saving(settings)  # before extract writes anything (and saves the settings)
+    check_backend(settings)  # no frames, no settings.yaml for a run that cannot reach its backend
     do_extract(run, settings, video, force=force)  # each looked up when called (scripts/bench_run.py wraps them)
     _before_remote_run(run, settings, force)
     do_interrogate(run, settings, force=force)

@@ -333,7 +333,14 @@ def resolve(
     _keep_caption_range(settings, origins)
     normalize(settings)
     validate(settings, origins)
+    settings._origins = origins  # type: ignore[attr-defined] # not a field: never saved (see origin)
     return settings
+
+
+def origin(settings: Settings, path: str) -> str | None:
+    """Where resolve took a setting's value from (SAVED: the run folder's settings.yaml; COMMAND_LINE;
+    a preset or config file); None for a built-in default or settings not made by resolve."""
+    return getattr(settings, "_origins", {}).get(path)
 
 
 SAVED = SAVED_SETTINGS  # where a value came from, for messages; COMMAND_LINE: typed by the caller

@@ -31,8 +31,9 @@ PROMPTS_COLUMNS = ["filename", "prompt", "time", "caption", "negative_prompt", "
 # table can never point outside its folder (no '/', '..', NUL or newline can pass).
 FRAME_NAME = re.compile(r"[0-9]{6,}\.png")
 
-# Free text a spreadsheet may read as a formula when it starts with one of these (OWASP's list).
-TEXT_COLUMNS = ("prompt", "caption", "negative_prompt", "kept", "cut")
+# Text a spreadsheet may read as a formula when it starts with one of these (OWASP's list).
+# write_csv escapes every text cell of every table (refused.csv's error is the service's text), and
+# read_csv and read_loose unescape every column: a user's own column round-trips too.
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")  # what escape_cell prefixes: a formula start after any quotes
 _ESCAPED = re.compile(r"'+[=+\-@\t\r]")  # what unescape_cell strips one quote from
 DELIMITERS = (",", ";", "\t")
@@ -113,18 +114,17 @@ def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     if df["filename"].duplicated().any():
         dup = df.loc[df["filename"].duplicated(), "filename"].iloc[0]
         raise UserError(f"{path} lists {dup} more than once; keep one row per frame")
-    for column in TEXT_COLUMNS:
-        if column in df.columns:
-            df[column] = df[column].map(unescape_cell)
+    for column in df.columns:  # write_csv escapes every text cell (a user's own columns too)
+        df[column] = df[column].map(lambda v: unescape_cell(v) if isinstance(v, str) else v)
     return df
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> str:
-    """Write df (free-text cells escaped); the text written, to tell later whether someone changed it."""
+    """Write df (every text cell a spreadsheet would take for a formula escaped: refused.csv's error
+    text is the service's); the text written, to tell later whether someone changed it."""
     out = df.copy()
-    for column in TEXT_COLUMNS:
-        if column in out.columns:
-            out[column] = out[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
+    for column in out.columns:
+        out[column] = out[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
     buf = io.StringIO()
     out.to_csv(buf, index=False, lineterminator="\n")
     write_text(path, buf.getvalue())
@@ -164,9 +164,8 @@ def read_loose(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError) as e:
         detail = " ".join(str(e).split())
         raise UserError(f"{path} is not a readable CSV ({detail}); fix it, or rename it to keep it") from None
-    for column in TEXT_COLUMNS:
-        if column in df.columns:
-            df[column] = df[column].map(unescape_cell)
+    for column in df.columns:  # write_csv escapes every text cell (a user's own columns too)
+        df[column] = df[column].map(lambda v: unescape_cell(v) if isinstance(v, str) else v)
     return df
 
 

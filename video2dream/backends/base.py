@@ -68,6 +68,15 @@ class Backend(ABC):
         later stage of the same command may add (`run`: the dreams of the frames captioned now);
         later_gaps: gaps whose in-betweens it may add (`run --transition morph`)."""
 
+    @classmethod  # noqa: B027 - most backends need nothing
+    def check_ready(cls, settings: Settings) -> None:
+        """What this backend needs on this machine before a command writes anything (a client, a
+        token), checked without reaching anything: a UserError saying what to install or set."""
+
+    def committed(self, units: list[Unit]) -> None:  # noqa: B027 - most backends need not know
+        """Called by the stage once these units' results are on disk (renamed into place): a backend
+        that pays per unit marks them done only now (a kill before it collects them again)."""
+
     def token_limits(self, units: list[Unit], settings: Settings) -> dict[str, tuple[str, str]]:
         """For paint units: unit name -> (what the text encoders read, what their limit cuts off),
         for the prompts that are cut. Empty when the backend cannot tell."""

@@ -226,6 +226,15 @@ class RayBackend(Backend):
         import_ray()  # a missing extra fails before anything is planned or written
         self.done_by: Counter[str] = Counter()  # worker -> units it ran (for the summary line)
 
+    @classmethod
+    def check_ready(cls, settings: Settings) -> None:
+        """Ray installed (`run` checks it before extract writes anything)."""
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UserError(f"--backend ray needs Ray, which is not installed here; install it with `{INSTALL}`, "
+                            "or use --backend local")
+
     def load(self, kind: str, settings: Settings) -> None:
         """Reach the cluster, and a model hub that does not answer now (the models load in the actors)."""
         from ..models.cache import ModelCache

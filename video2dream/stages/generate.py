@@ -173,7 +173,7 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
     runner = start_units(run, settings, todo, backend, models, on_ready, run.dreams_dir)
     result.truncated = _note_truncation(run, runner.token_limits(todo, settings), todo)
     with progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
-        for name in commit_behind(run, runner.execute(run.root, todo, settings), commit):
+        for name in commit_behind(run, runner.execute(run.root, todo, settings), commit, runner.committed):
             result.painted.append(name)
             bar.update(1)
     if settings.generate.prompt_weighting:  # every dream now reads its prompt whole: no list of cuts is true
@@ -187,15 +187,22 @@ def _key_part(backend: str | Backend, kind: str, settings: Settings) -> dict[str
     return key_part(backend, kind, settings)
 
 
-def commit_behind(run: RunFolder, batches: Iterator[list[Done]],
-                  commit: Callable[[RunFolder, Unit, Any], str]) -> Iterator[str]:
+def commit_behind(run: RunFolder, batches: Iterator[list[Done]], commit: Callable[[RunFolder, Unit, Any], str],
+                  committed: Callable[[list[Unit]], None] | None = None) -> Iterator[str]:
     """Commit each result on a writer thread while the backend runs the next batch (the GPU never
     waits for PNG encoding); the names committed, as they are. A failed write is raised here; on
-    an interrupt, the results already made are still written."""
+    an interrupt, the results already made are still written. committed(units) is told on the
+    writer thread once a unit's file is renamed into place (a paid prediction is used only then)."""
+    def write(unit: Unit, result: Any) -> str:
+        name = commit(run, unit, result)
+        if committed is not None:
+            committed([unit])
+        return name
+
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
         for batch in batches:
-            pending += [writer.submit(commit, run, unit, result) for unit, result in batch]
+            pending += [writer.submit(write, unit, result) for unit, result in batch]
             while pending and pending[0].done():
                 yield pending.pop(0).result()  # re-raises a failed write here
         for f in pending:

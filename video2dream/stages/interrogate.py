@@ -232,6 +232,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     with progress_bar(total=len(todo), desc=f"interrogate ({settings.interrogate.mode})", unit="frame") as bar:
         for done in runner.execute(run.root, todo, settings, wanted=table.wanted):
             commit(run, table, done)  # a killed run keeps every finished batch
+            runner.committed([unit for unit, _ in done])  # a paid prediction is used once its row is written
             bar.update(len(done))
     if result.edited_meanwhile:
         result.done = [n for n in result.done if n not in result.edited_meanwhile]

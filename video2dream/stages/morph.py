@@ -248,7 +248,7 @@ def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Cal
         return result
     runner = gen.start_units(run, settings, todo, backend, models, on_ready, run.morphs_dir)
     with progress_bar(total=len(todo), desc="morph", unit="in-between") as bar:
-        for name in gen.commit_behind(run, runner.execute(run.root, todo, settings), commit):
+        for name in gen.commit_behind(run, runner.execute(run.root, todo, settings), commit, runner.committed):
             result.painted.append(name)
             bar.update(1)
     return result
