@@ -374,8 +374,8 @@ def test_an_edit_made_while_interrogate_runs_is_kept(base: Path, tmp_path: Path,
     writes: list[str] = []
     real_write = interrogate_stage.write_csv
 
-    def write_then_edit(path: Path, df: pd.DataFrame) -> str:
-        text = real_write(path, df)
+    def write_then_edit(path: Path, df: pd.DataFrame, *args: object) -> str:
+        text = real_write(path, df, *args)
         writes.append(raw(path)["filename"].tolist()[-1])
         if len(writes) == 1:  # between the first and the second batch, the user saves an edit
             mine = raw(path)

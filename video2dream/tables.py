@@ -15,11 +15,12 @@ import csv
 import io
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UserError
-from .runfolder import write_text
+from .runfolder import check_regular, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +79,7 @@ def check_names(path: Path, names: list[str], fix: str) -> None:
 def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     import pandas as pd
 
+    check_regular(path)  # a FIFO would block the read, a folder fail in pandas
     if not path.is_file():
         raise UserError(f"{path} is missing; {fix}")
     sep = sniff_delimiter(path, required[0])
@@ -106,15 +108,16 @@ def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     return df
 
 
-def write_csv(path: Path, df: pd.DataFrame) -> str:
-    """Write df (free-text cells escaped); the text written, to tell later whether someone changed it."""
+def write_csv(path: Path, df: pd.DataFrame, before_replace: Callable[[], None] | None = None) -> str:
+    """Write df (free-text cells escaped); the text written, to tell later whether someone changed it.
+    before_replace: see runfolder.atomic_path."""
     out = df.copy()
     for column in TEXT_COLUMNS:
         if column in out.columns:
             out[column] = out[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
     buf = io.StringIO()
     out.to_csv(buf, index=False, lineterminator="\n")
-    write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue(), before_replace)
     return buf.getvalue()
 
 
