@@ -409,8 +409,9 @@ def temp_path(dest: Path) -> Path:
 
 
 def _held_root(path: Path) -> tuple[Path, int, tuple[str, ...]] | None:
-    """The locked run folder path is in (as its parent, grandparent or great-grandparent): its path,
-    its open descriptor, and path's parts below it."""
+    """The locked run folder path is in, directly or in one of the tool's folders (frames/, dreams/,
+    .video2dream/, .video2dream/tmp/, ...): its path, its open descriptor, and path's parts below it.
+    None for any other place (a folder of the user's, such as assemble -o's, may well be a link)."""
     with _HELD_GUARD:
         if not _HELD:
             return None
@@ -423,11 +424,18 @@ def _held_root(path: Path) -> tuple[Path, int, tuple[str, ...]] | None:
             st = None
         if st is not None and (st.st_dev, st.st_ino) in held:
             root, fd = held[(st.st_dev, st.st_ino)]
-            return root, fd, path.parts[-depth:]
+            parts = path.parts[-depth:]
+            return (root, fd, parts) if _own_folder(parts[:-1]) else None
         if folder == folder.parent:
             break
         folder = folder.parent
     return None
+
+
+def _own_folder(parts: tuple[str, ...]) -> bool:
+    if len(parts) == 1:
+        return parts[0] == STATE or OWN_DIRS.fullmatch(parts[0]) is not None
+    return len(parts) == 0 or parts == (STATE, TMP_DIR)
 
 
 def replace(src: Path, dest: Path) -> None:
