@@ -263,7 +263,7 @@ def test_interrupted_extract_and_assemble_stop_their_ffmpeg_and_keep_what_was_th
 
     proc = start("extract", long_clip, "-o", run, "--fps", "8")  # 480 frames: seconds of work
     code, err, _, _ = _interrupt(proc, lambda: any(len(list(p.glob("*.png"))) > 3
-                                                   for p in run.glob(f"frames{TMP_MARK}*")), sig)
+                                                   for p in run.glob(f".video2dream/tmp/frames{TMP_MARK}*")), sig)
     assert code == 130, err
     assert "Resume with: video2dream extract" in err and "Traceback" not in err
     assert work(run) == keep  # the old frames intact
@@ -271,7 +271,7 @@ def test_interrupted_extract_and_assemble_stop_their_ffmpeg_and_keep_what_was_th
 
     proc = start("assemble", run, "--from", "frames", "--transition", "crossfade", "--out-fps", "60",
                  "--audio", "none")
-    code, err, _, _ = _interrupt(proc, lambda: any(run.glob(f"dream{TMP_MARK}*.mp4")), sig)
+    code, err, _, _ = _interrupt(proc, lambda: any(run.glob(f".video2dream/tmp/dream{TMP_MARK}*.mp4")), sig)
     assert code == 130, err
     assert f"Resume with: video2dream assemble {shlex.quote(str(run))}" in err and "Traceback" not in err
     assert work(run) == keep
@@ -321,7 +321,7 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(
     proc = start("extract", long_clip, "-o", run, "--fps", "8")
     try:
         deadline = time.monotonic() + 60
-        while not any(run.glob(f"frames{TMP_MARK}*/*.png")):
+        while not any(run.glob(f".video2dream/tmp/frames{TMP_MARK}*/*.png")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.err()
             time.sleep(0.01)
         before = snapshot(run)

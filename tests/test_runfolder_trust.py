@@ -3,6 +3,7 @@ links, or let a library error or an unreachable hub through as anything but one 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -10,16 +11,20 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli, make_clip, snapshot
 
+from video2dream.backends import Backend, Caption, Done, Painted, register
 from video2dream.errors import UserError
 from video2dream.models import hub
 from video2dream.runfolder import RunFolder
 from video2dream.stages import extract as extract_stage
+from video2dream.units import Unit
 
 
 def one_line(code: int, err: str, *words: str) -> None:
@@ -58,23 +63,97 @@ def test_clean_up_removes_only_the_tools_temporaries(
     extracted: Path, clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
     run = copy_run(extracted, tmp_path / "run")
-    ours = ["prompts.tmp-0123abcd.csv", "dream.tmp-89abcdef.mp4", "frames/000002.tmp-deadbeef.png",
+    ours = [".video2dream/tmp/prompts.tmp-0123abcd.csv", ".video2dream/tmp/frames.tmp-0a1b2c3d/000001.png",
+            # the form before .video2dream/tmp/, for the tool's own names only
+            "prompts.tmp-0123abcd.csv", "dream.tmp-89abcdef.mp4", "frames/000002.tmp-deadbeef.png",
             ".video2dream/extract.tmp-00112233.json", "dreams/000001.tmp-aabbccdd.png",
             "dreams_r02/000001.tmp-a0b1c2d3.png"]
     theirs = ["notes.tmp-1.txt", "sub/x.tmp-0123abcd.png", "dreams_review/a.tmp-0123abcd.png",
-              "nested run/frames.tmp-4242/000001.png"]  # a nested run folder's frames being extracted
+              "nested run/frames.tmp-4242/000001.png",  # a nested run folder's frames being extracted
+              "song.tmp-20240101.mp3", "notes.tmp-deadbeef.txt", "report.tmp-12345678",
+              "photos.tmp-cafebabe/a.jpg", "holiday.tmp-20230815/beach.jpg", "frames/notes.tmp-deadbeef.txt",
+              # folders of the old form are never claimed: the tool cannot tell them from a user's
+              "frames.tmp-4242/000001.png", "frames.tmp-feedf00d/000001.png"]
     for name in ours + theirs:
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_bytes(b"x")
-    work = run / "frames.tmp-4242"  # a killed extract's side folder
-    work.mkdir()
-    (work / "000001.png").write_bytes(b"x")
-    old = run / "frames.tmp-feedf00d"  # a killed swap's old frames
-    old.mkdir()
     assert cli("extract", clips[0], "-o", run, "--fps", "2") == 0  # up to date: only takes the lock
     assert not [n for n in ours if (run / n).exists()]
-    assert not work.exists() and not old.exists()
-    assert all((run / n).is_file() for n in theirs)
+    assert all((run / n).read_bytes() == b"x" for n in theirs)
+    assert not (run / ".video2dream" / "tmp").exists()  # emptied, then removed on release
+
+
+USER_FILES = ["song.tmp-20240101.mp3", "notes.tmp-deadbeef.txt", "report.tmp-12345678", "photos.tmp-cafebabe/a.jpg",
+              "holiday.tmp-20230815/beach.jpg", "frames.tmp-١٢٣/000001.png", "dreams_r٠١/000001.png",
+              "dreams_r٠١/000001.tmp-aabbccdd.png", "prompts_r٠١.csv", "dream_r٠١.mp4", "frames/notes.txt",
+              "frames/my stuff/000001.png", "dreams/notes.txt"]
+
+
+def put_user_files(run: Path) -> None:
+    for name in USER_FILES:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(name.encode())
+
+
+def user_files_kept(run: Path) -> bool:
+    return all((run / n).read_bytes() == n.encode() for n in USER_FILES)
+
+
+@register("flat")
+class FlatBackend(Backend):
+    """A backend without models: each frame's caption names it, each dream is one flat colour. Hooks
+    let a test act between two units."""
+
+    before_unit: Callable[[Path, int], None] | None = None
+
+    def load(self, kind: str, settings: object) -> None:
+        pass
+
+    def execute(self, root: Path, units: list[Unit], settings: object,
+                wanted: Callable[[Unit], bool] | None = None) -> Iterator[list[Done]]:
+        from PIL import Image
+
+        for i, u in enumerate(units):
+            if FlatBackend.before_unit is not None:
+                FlatBackend.before_unit(root, i)
+            if u.kind == "caption":
+                yield [(u, Caption(f"frame {u.name}", f"frame {u.name}", ""))]
+            else:
+                size = (u.params["width"], u.params["height"])
+                yield [(u, Painted(Image.new("RGB", size, (40 * i % 256, 90, 160)), "flat", "flat"))]
+
+
+def test_user_files_survive_every_command(clips: tuple[Path, Path], tmp_path: Path) -> None:
+    """Names a user may choose (temporary-like, non-ASCII digits, files in frames/ and dreams/) are
+    never claimed: not by a first extract into their folder, --force, generate or assemble."""
+    run = tmp_path / "mine"
+    put_user_files(run)
+    assert cli("extract", clips[0], "-o", run, "--preset", "tiny", "--fps", "1") == 0
+    assert user_files_kept(run)
+    for command in (["interrogate", run, "--backend", "flat"], ["generate", run], ["assemble", run],
+                    ["extract", clips[1], "-o", run, "--force"], ["run", clips[1], "-o", run], ["assemble", run]):
+        assert cli(*command) == 0, command
+        assert user_files_kept(run), command
+    (run / "frames" / "000002.png").unlink()  # a plain extract then extracts again
+    assert cli("extract", clips[1], "-o", run) == 0
+    assert user_files_kept(run) and (run / "frames" / "000002.png").is_file()
+    assert sorted(p.name for p in (run / "frames").iterdir()) == ["000001.png", "000002.png", "my stuff", "notes.txt"]
+    assert not (run / ".video2dream" / "tmp").exists()
+
+
+def test_something_in_the_way_in_frames_is_refused(
+    extracted: Path, clips: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_run(extracted, tmp_path / "run")
+    (run / "frames" / "000002.png").unlink()
+    (run / "frames" / "000002.png").mkdir()
+    (run / "frames" / "000002.png" / "mine.txt").write_text("keep me")
+    before = snapshot(run)
+    for command in (["extract", clips[1], "-o", run, "--force"], ["extract", clips[0], "-o", run, "--fps", "2"]):
+        capsys.readouterr()
+        one_line(cli(*command), capsys.readouterr().err, str(run / "frames" / "000002.png"), "is a folder",
+                 "move it out")
+        assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("damage", ["gap", "extra"])
@@ -187,6 +266,29 @@ def test_a_stale_lock_goes_to_exactly_one_of_many_commands_started_together(
     assert RunFolder(run).lock_holder() is None
 
 
+def test_a_deleted_lock_file_lets_no_second_command_in(
+    extracted: Path, clips: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_run(extracted, tmp_path / "run")
+    (tmp_path / "signals").mkdir()
+    release = tmp_path / "signals" / "release"
+    (tmp_path / "signals" / "go").touch()
+    proc = holder(run, release)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "got"
+        (run / ".video2dream" / "lock").unlink()  # by hand, or by a script clearing "stale" locks
+        for _ in range(2):
+            capsys.readouterr()
+            one_line(cli("extract", clips[1], "-o", run, "--force"), capsys.readouterr().err,
+                     "in use by another video2dream command", "deleted", "stop it")
+        assert RunFolder(run).lock_holder() == {}
+    finally:
+        release.touch()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert cli("extract", clips[0], "-o", run, "--fps", "2") == 0  # released
+
+
 def test_a_lock_whose_pid_is_now_another_process_is_taken_over(
     extracted: Path, clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -294,6 +396,91 @@ def test_links_inside_a_run_folder_are_refused_and_their_targets_untouched(
         one_line(cli(*command), capsys.readouterr().err, str(run / name), "symbolic link")
         assert snapshot(outside) == kept
         assert snapshot(run) == before and (run / name).is_symlink()
+
+
+def test_a_folder_swapped_for_a_link_mid_run_receives_nothing(
+    clips: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """dreams/ replaced by a link to an outside folder once the first dream is written: the next
+    dream is refused at its rename, in one line, and the outside folder stays empty."""
+    run = tmp_path / "run"
+    assert cli("extract", clips[0], "-o", run, "--preset", "tiny", "--fps", "1") == 0
+    assert cli("interrogate", run, "--backend", "flat") == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def swap(root: Path, i: int) -> None:
+        if i == 1:
+            deadline = time.monotonic() + 60  # the writer thread commits the first dream meanwhile
+            while not (root / "dreams" / "000001.png").exists():
+                assert time.monotonic() < deadline, "the first dream was never written"
+                time.sleep(0.01)
+            (root / "dreams").rename(root / "dreams moved")
+            (root / "dreams").symlink_to(outside, target_is_directory=True)
+
+    FlatBackend.before_unit = swap
+    try:
+        capsys.readouterr()
+        one_line(cli("generate", run), capsys.readouterr().err, str(run / "dreams"), "symbolic link",
+                 "nothing was written through it")
+    finally:
+        FlatBackend.before_unit = None
+    assert list(outside.iterdir()) == []
+    assert sorted(p.name for p in (run / "dreams moved").iterdir()) == ["000001.png"]
+    assert not (run / ".video2dream" / "tmp").exists()
+
+
+def guarded(fifos: list[Path], *args: str | Path) -> int:
+    """cli(*args); should it still run after a minute (blocked on one of the FIFOs), a watchdog opens
+    their other end again and again (so it can end), and the test fails."""
+    stop, fired = threading.Event(), threading.Event()
+
+    def watchdog() -> None:
+        if stop.wait(60):
+            return
+        fired.set()
+        while not stop.wait(0.1):
+            for fifo in fifos:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    try:
+        code = cli(*args)
+    finally:
+        stop.set()
+        thread.join()
+    assert not fired.is_set(), f"{args[0]} blocked on a FIFO"
+    return code
+
+
+@pytest.mark.parametrize("name", ["dreams/000002.png", "frames/000002.png", "prompts.csv", "frames.csv",
+                                  ".video2dream/extract.json", "settings.yaml"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_fifo_or_folder_named_as_the_tools_file_is_one_line(
+    extracted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, kind: str
+) -> None:
+    run = copy_run(extracted, tmp_path / "run")
+    (run / "dreams").mkdir()
+    (run / "prompts.csv").write_text("filename,prompt\n" + "".join(f"{i:06d}.png,a cat\n" for i in range(1, 7)))
+    (run / name).unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(run / name)
+    else:
+        (run / name).mkdir()
+        (run / name / "mine.txt").write_text("keep me")
+    before = snapshot(run) if kind == "folder" else None
+    what = "FIFO" if kind == "fifo" else "folder"
+    for command in ("interrogate", "generate", "assemble"):
+        capsys.readouterr()
+        one_line(guarded([run / name], command, run, "--preset", "tiny"), capsys.readouterr().err,
+                 str(run / name), f"is a {what}", "move it out")
+        if before is not None:
+            assert snapshot(run) == before
+    capsys.readouterr()
+    assert guarded([run / name], "status", run) in (0, 1)  # says what it can, and ends
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_a_linked_run_folder_works_and_a_dangling_one_is_explained(

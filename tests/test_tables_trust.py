@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import make_clip, snapshot
 
+from video2dream.backends import Caption
 from video2dream.cli import main
 from video2dream.errors import UserError
 from video2dream.runfolder import RunFolder
@@ -309,6 +310,79 @@ def test_generate_refuses_a_row_of_another_moment(run: RunFolder) -> None:
     assert len(plan(run, resolve(run.saved_settings()))[0]) == FRAMES
 
 
+@pytest.mark.parametrize("moment", ["after the merge", "with the temporary written"])
+def test_an_edit_saved_just_before_the_rename_is_merged(run: RunFolder, monkeypatch: pytest.MonkeyPatch,
+                                                        moment: str) -> None:
+    """The user saves prompts.csv after interrogate merged it and before its rename (the window of
+    the compare-then-write): the edit is merged on a second pass, never written over."""
+    settings = resolve(run.saved_settings())
+    units, table = interrogate_stage.plan_units(run, settings)
+
+    def result(i: int) -> list:
+        return [(units[i], Caption(f"caption {i}", f"prompt {i}", ""))]
+
+    interrogate_stage.commit(run, table, result(0))
+    saved: list[str] = []
+
+    def save_edit() -> None:
+        if not saved:  # once: the second pass must find the file as it merged it
+            mine = raw(run.prompts_csv)
+            mine.loc[0, "prompt"] = "my own words"
+            mine.to_csv(run.prompts_csv, index=False)
+            saved.append("saved")
+
+    if moment == "after the merge":
+        real_merge = interrogate_stage._take_edits
+
+        def merge_then_edit(*args: object) -> list[str]:
+            theirs = real_merge(*args)  # type: ignore[arg-type]
+            save_edit()
+            return theirs
+
+        monkeypatch.setattr(interrogate_stage, "_take_edits", merge_then_edit)
+    else:
+        real_write = interrogate_stage.write_csv
+
+        def write_then_edit(path: Path, df: pd.DataFrame, before_replace=None) -> str:  # noqa: ANN001
+            def edit_then_check() -> None:
+                save_edit()
+                if before_replace is not None:
+                    before_replace()
+
+            return real_write(path, df, edit_then_check)
+
+        monkeypatch.setattr(interrogate_stage, "write_csv", write_then_edit)
+    interrogate_stage.commit(run, table, result(1))
+    assert saved
+    df = raw(run.prompts_csv)
+    assert df["prompt"].tolist() == ["my own words", "prompt 1"]
+    assert table.result.edited_meanwhile == ["000001.png"]
+    assert table.seen == run.prompts_csv.read_bytes()  # the next batch compares with what is there
+
+
+def test_a_file_that_keeps_changing_is_one_line_and_left_as_it_is(run: RunFolder,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = resolve(run.saved_settings())
+    units, table = interrogate_stage.plan_units(run, settings)
+    interrogate_stage.commit(run, table, [(units[0], Caption("c", "p", ""))])
+    real_write = interrogate_stage.write_csv
+    edits = []
+
+    def always_edited(path: Path, df: pd.DataFrame, before_replace=None) -> str:  # noqa: ANN001
+        def edit_then_check() -> None:
+            edits.append(1)
+            path.write_text(f"filename,prompt\n000001.png,edit {len(edits)}\n")
+            before_replace()
+
+        return real_write(path, df, edit_then_check)
+
+    monkeypatch.setattr(interrogate_stage, "write_csv", always_edited)
+    with pytest.raises(UserError, match="kept changing"):
+        interrogate_stage.commit(run, table, [(units[1], Caption("c", "p", ""))])
+    assert len(edits) == interrogate_stage.MERGE_TRIES
+    assert run.prompts_csv.read_text() == f"filename,prompt\n000001.png,edit {len(edits)}\n"
+
+
 # -- the same, through the command line on the tiny models ----------------------------------------
 
 TINY = ("--preset", "tiny", "--seed", "10")
@@ -374,8 +448,8 @@ def test_an_edit_made_while_interrogate_runs_is_kept(base: Path, tmp_path: Path,
     writes: list[str] = []
     real_write = interrogate_stage.write_csv
 
-    def write_then_edit(path: Path, df: pd.DataFrame) -> str:
-        text = real_write(path, df)
+    def write_then_edit(path: Path, df: pd.DataFrame, *args: object) -> str:
+        text = real_write(path, df, *args)
         writes.append(raw(path)["filename"].tolist()[-1])
         if len(writes) == 1:  # between the first and the second batch, the user saves an edit
             mine = raw(path)

@@ -201,7 +201,7 @@ def test_the_telephone_paints_its_steps_as_units_on_the_backend(base: Path, tmp_
     assert {n: (recorded.root / n).read_bytes() for n in steps} == whole
 
 
-def test_a_sigterm_is_not_taken_for_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sigterm_is_not_taken_for_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The SIGTERM handler raises Interrupted wherever the program is; code that treats any
     Exception as "cannot read it" (here: is a dream current?) must let it through, as it lets
     Ctrl-C through. (Seen: SIGTERM during the tokenizer gave "unexpected error: ValueError".)"""
@@ -213,5 +213,7 @@ def test_a_sigterm_is_not_taken_for_an_error(monkeypatch: pytest.MonkeyPatch) ->
         _on_sigterm(15, None)
 
     monkeypatch.setattr(pngmeta, "png_decodes", stopped)
+    dream = tmp_path / "000001.png"
+    dream.write_bytes(b"\x89PNG")  # a file: is_current reads it
     with pytest.raises(Interrupted):
-        generate.is_current(Path("000001.png"), "key")
+        generate.is_current(dream, "key")

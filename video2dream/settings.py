@@ -548,7 +548,7 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
            "with {generate.controlnet} works from text only: diffusers' ControlNet img2img cannot hand its "
            "latents to a refiner", "drop {generate.strength}, {generate.refiner} or {generate.controlnet}",
            also=("generate.controlnet", "generate.strength"), origins=o)
-    _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r\d{2,}", str(a.source)) is not None,
+    _check(a.source in ("dreams", "frames") or re.fullmatch(r"dreams_r[0-9]{2,}", str(a.source)) is not None,
            "assemble.source", f"must be 'dreams', 'frames' or a telephone round's folder such as dreams_r02, "
            f"got {short(a.source)}", origins=o)
     _one_of(a.transition, "assemble.transition", CHOICES["assemble.transition"], o)

@@ -15,11 +15,12 @@ import csv
 import io
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UserError
-from .runfolder import write_text
+from .runfolder import check_regular, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,6 +91,7 @@ def _too_many_cells(path: Path, sep: str, fix: str) -> str:
 def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     import pandas as pd
 
+    check_regular(path)  # a FIFO would block the read, a folder fail in pandas
     if not path.is_file():
         raise UserError(f"{path} is missing; {fix}")
     sep = sniff_delimiter(path, required[0])
@@ -119,15 +121,16 @@ def read_csv(path: Path, required: list[str], fix: str) -> pd.DataFrame:
     return df
 
 
-def write_csv(path: Path, df: pd.DataFrame) -> str:
+def write_csv(path: Path, df: pd.DataFrame, before_replace: Callable[[], None] | None = None) -> str:
     """Write df (every text cell a spreadsheet would take for a formula escaped: refused.csv's error
-    text is the service's); the text written, to tell later whether someone changed it."""
+    text is the service's); the text written, to tell later whether someone changed it.
+    before_replace: see runfolder.atomic_path."""
     out = df.copy()
     for column in out.columns:
         out[column] = out[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
     buf = io.StringIO()
     out.to_csv(buf, index=False, lineterminator="\n")
-    write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue(), before_replace)
     return buf.getvalue()
 
 

@@ -14,20 +14,21 @@ for each the frame on screen then. frames.csv says what each keyframe is (tick, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import media, timing
 from ..errors import SettingError, UserError
 from ..progress import progress_bar, say
-from ..runfolder import TMP_MARK, RunFolder, raise_write_error, temp_path
+from ..runfolder import OWN_PICTURES, RunFolder, raise_write_error, replace, temp_path
 from ..settings import Settings, key_fields, stable_hash
-from ..tables import frames_table, read_frames
+from ..tables import FRAME_NAME, frames_table, read_frames
 
 # Demuxers whose seek lands on a keyframe at or before the wanted time (they keep an index). Others
 # (MPEG-TS and PS, raw streams) may land past it, so the frames before the next keyframe would be
@@ -72,9 +73,9 @@ def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool
 
 # What a run folder holds that was made from its video; --force with another video removes it all,
 # so no prompt, dream or video of the old one can pass for the new one's. Exactly the names the tool
-# makes: a user's dreams_review/ or dreamy_song.mp4 is not one of them.
-DERIVED = re.compile(r"prompts(_r\d{2,})?\.csv|truncated\.csv|refused\.csv|dreams(_r\d{2,})?|morphs"
-                     r"|dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4|drift\.(csv|png)")
+# makes: a user's dreams_review/ or dreamy_song.mp4 is not one of them (nor dreams_r٠١/: ASCII digits).
+DERIVED = re.compile(r"prompts(_r[0-9]{2,})?\.csv|truncated\.csv|refused\.csv|dreams(_r[0-9]{2,})?|morphs"
+                     r"|dream(_r[0-9]{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4|drift\.(csv|png)")
 
 
 def start_over(run: RunFolder) -> None:
@@ -82,7 +83,7 @@ def start_over(run: RunFolder) -> None:
         if not DERIVED.fullmatch(path.name):
             continue
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            _remove_own(path, OWN_PICTURES)  # a file of the user's in dreams/ stays, and so does the folder
         else:
             path.unlink()
     for record in run.state_dir.glob("*.json"):
@@ -121,8 +122,8 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
 
     run.ensure()
     run.remove_temporaries()
-    work = run.root / f"frames{TMP_MARK}{os.getpid()}"
-    work.mkdir(parents=True)
+    work = temp_path(run.frames_dir)  # in .video2dream/tmp/: no name a user could have chosen
+    work.mkdir()
     try:
         uniform = ex.at == "seconds" and not ex.scene_cuts  # today's fps grid, exactly as before
         _run_ffmpeg(video, work, probe, start, ex.fps, [k.time for k in wanted], uniform)
@@ -215,10 +216,11 @@ def _ffmpeg_frames(args: list[str], count: int, video: Path, out_dir: Path) -> N
 
 
 def _swap_in(run: RunFolder, work: Path, table) -> None:
-    """Replace frames/ and frames.csv with the new ones; the extract record is written last.
+    """Move the new frames into frames/ and write frames.csv; the extract record is written last.
 
     frames.csv is written and synced under a temporary name before anything moves, so a failed write
-    (a full disk) leaves the old frames and frames.csv exactly as they were."""
+    (a full disk) leaves the old frames and frames.csv exactly as they were. Frame by frame, not the
+    whole folder: a file of the user's in frames/ (notes.txt) stays where it is; only old frames go."""
     import io
 
     buf = io.StringIO()
@@ -234,11 +236,21 @@ def _swap_in(run: RunFolder, work: Path, table) -> None:
         raise_write_error(run.frames_csv, e)
         raise
     run.clear_record("extract")
-    old = None
-    if run.frames_dir.exists():
-        old = temp_path(run.frames_dir)
-        os.replace(run.frames_dir, old)
-    os.replace(work, run.frames_dir)
-    os.replace(tmp, run.frames_csv)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    run.frames_dir.mkdir(exist_ok=True)
+    new = sorted(os.listdir(work))
+    for name in new:
+        replace(work / name, run.frames_dir / name)
+    _remove_own(run.frames_dir, FRAME_NAME, keep=set(new), folder_too=False)
+    replace(tmp, run.frames_csv)
+
+
+def _remove_own(folder: Path, names: re.Pattern[str], keep: Collection[str] = (), folder_too: bool = True) -> None:
+    """Delete the regular files in folder named as the tool names them (and not in keep), then the
+    folder if that left it empty: what the user put there stays (RunFolder.check_links refused
+    anything in the way, such as a folder named like a frame, before the command began)."""
+    for entry in os.scandir(folder):
+        if names.fullmatch(entry.name) and entry.name not in keep and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+    if folder_too:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

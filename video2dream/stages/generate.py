@@ -122,7 +122,10 @@ def is_current(path: Path, key: str) -> bool:
     a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk,
     and that its image data inflates (valid checksums over bad data would drop out of the video)."""
     from ..pngmeta import png_decodes, read_png_text
+    from ..runfolder import is_regular
 
+    if not is_regular(path):  # a FIFO would block the read; a folder is no dream
+        return False
     try:
         return png_decodes(path) and read_png_text(path).get(KEY_CHUNK) == key
     except Exception:  # missing or corrupt: paint it again

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..progress import progress_bar, say
-from ..runfolder import RunFolder
+from ..runfolder import RunFolder, read_regular
 from ..settings import Settings, key_fields, stable_hash
 from ..tables import (
     PROMPTS_COLUMNS,
@@ -219,7 +219,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
             on_ready()
         if table.placed.changed:
             _save_orphans(run, table.placed.orphaned)
-            _write(run, table.rows, table.names, table.columns)
+            commit(run, table, [])  # an edit saved since the plan read the file is merged, not lost
         return result
     from ..backends import backend_for
 
@@ -242,22 +242,48 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
     return result
 
 
+class _EditedMeanwhile(Exception):
+    """prompts.csv changed after this command merged it and before its rename: merge again."""
+
+
+# How many times in a row an edit may land between the merge and the rename before commit gives up.
+MERGE_TRIES = 50
+
+
 def commit(run: RunFolder, table: Table, done: list[Done]) -> None:
     """Write one batch's rows into prompts.csv; a row edited by hand since this command last read or
-    wrote the file wins over ours (and its frame is left out of later batches)."""
-    theirs = _take_edits(run, table.seen, table.rows, table.columns, table.times)
+    wrote the file wins over ours (and its frame is left out of later batches). The file is compared
+    again right before the rename: an edit saved while the batch was merged and written is merged too
+    (the rename then follows the comparison within microseconds, not a whole write)."""
     result = table.result
-    result.edited_meanwhile += [n for n in theirs if n not in result.edited_meanwhile]
-    for unit, (caption, prompt, negative) in done:
-        n = unit.name
-        if n in result.edited_meanwhile:
+    for _ in range(MERGE_TRIES):
+        now = _file_bytes(run)
+        theirs = _take_edits(run, table.seen, table.rows, table.columns, table.times, now)
+        result.edited_meanwhile += [n for n in theirs if n not in result.edited_meanwhile]
+        for unit, (caption, prompt, negative) in done:
+            n = unit.name
+            if n in result.edited_meanwhile:
+                continue
+            row = table.rows.get(n, {})
+            row.update(filename=n, prompt=prompt, time=f"{table.times[n]:.6f}", caption=caption,
+                       negative_prompt=negative, settings_key=unit.key, text_hash=text_hash(prompt, negative))
+            table.rows[n] = row
+            if n not in result.done:
+                result.done.append(n)
+        done = []  # ours are in table.rows now; a later merge may still replace one by an edit
+        table.seen = now
+
+        def unchanged(merged: bytes | None = now) -> None:
+            if _file_bytes(run) != merged:
+                raise _EditedMeanwhile
+
+        try:
+            table.seen = _write(run, table.rows, table.names, table.columns, unchanged)
+            return
+        except _EditedMeanwhile:
             continue
-        row = table.rows.get(n, {})
-        row.update(filename=n, prompt=prompt, time=f"{table.times[n]:.6f}", caption=caption,
-                   negative_prompt=negative, settings_key=unit.key, text_hash=text_hash(prompt, negative))
-        table.rows[n] = row
-        result.done.append(n)
-    table.seen = _write(run, table.rows, table.names, table.columns)
+    raise UserError(f"{run.prompts_csv} kept changing while interrogate wrote it ({MERGE_TRIES} times in a row); "
+                    "it was left as it is: save your edits, then run `video2dream interrogate` again")
 
 
 def _report_placement(run: RunFolder, result: InterrogateResult) -> None:
@@ -279,16 +305,16 @@ def _report_placement(run: RunFolder, result: InterrogateResult) -> None:
 
 def _file_bytes(run: RunFolder) -> bytes | None:
     try:
-        return run.prompts_csv.read_bytes()
+        return read_regular(run.prompts_csv)  # a FIFO there is one line, not a hang
     except FileNotFoundError:
         return None
 
 
 def _take_edits(run: RunFolder, seen: bytes | None, rows: dict[str, dict], columns: list[str],
-                times: dict[str, float]) -> list[str]:
+                times: dict[str, float], now: bytes | None) -> list[str]:
     """Rows of prompts.csv edited by hand since this command last read or wrote it: they replace ours
-    (in rows), and new columns join columns. The names of those rows; none when the file is as we left it."""
-    now = _file_bytes(run)
+    (in rows), and new columns join columns. The names of those rows; none when the file is as we left
+    it (now: its bytes as just read)."""
     if now is None or now == seen:
         return []
     try:
@@ -328,13 +354,14 @@ def _save_orphans(run: RunFolder, orphaned: list[dict]) -> None:
     write_csv(path, table.drop_duplicates())  # a run killed before prompts.csv was written adds them again
 
 
-def _write(run: RunFolder, rows: dict[str, dict], names: list[str], columns: list[str]) -> bytes:
+def _write(run: RunFolder, rows: dict[str, dict], names: list[str], columns: list[str],
+           before_replace: Callable[[], None] | None = None) -> bytes:
     """Write prompts.csv; the bytes written (to notice a hand edit before the next write)."""
     import pandas as pd
 
     header = PROMPTS_COLUMNS + [c for c in columns if c not in PROMPTS_COLUMNS]  # the user's own columns stay
     out = pd.DataFrame([{c: rows[n].get(c, "") for c in header} for n in names if n in rows], columns=header)
-    return write_csv(run.prompts_csv, out).encode("utf-8")
+    return write_csv(run.prompts_csv, out, before_replace).encode("utf-8")
 
 
 def status_data(run: RunFolder, settings: Settings) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _check_same_chain(run: RunFolder, key: str, parts: dict[str, Any], force: bo
 
 def _clear(run: RunFolder) -> None:
     for p in run.root.glob("step_*.png"):
-        if re.fullmatch(r"step_\d{3,}\.png", p.name):
+        if re.fullmatch(r"step_[0-9]{3,}\.png", p.name):
             p.unlink()
     for name in OUTPUTS:
         with contextlib.suppress(FileNotFoundError):
