@@ -60,7 +60,7 @@ def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     free_memory()
     cuts = f", {r.cuts} hard cut(s)" if r.cuts else ""
     say(f"morph: {len(r.painted)} in-between(s) painted, {r.up_to_date} up to date "
-        f"({r.gaps} gaps{cuts}, {settings.morph.pacing} pacing) -> {run.morphs_dir}")
+        f"({r.gaps} gaps{cuts}, {r.pacing} pacing) -> {run.morphs_dir}")
 
 
 def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: int | None = None,
