@@ -413,3 +413,13 @@ def test_samples_at_their_own_rate(samples: Path, tmp_path: Path, name: str, arg
     run = tmp_path / "run"
     assert cli("extract", samples / name, "-o", run, *args) == 0
     assert extracted_md5s(run) == source_md5s(samples / name)[first : first + count]
+
+
+def test_end_past_the_video_is_said(short_clip: Path, tmp_path: Path, capsys) -> None:
+    """--end past the end is clamped to the video's end with a one-line warning (not an error)."""
+    assert cli("extract", short_clip, "-o", tmp_path / "run", "--end", "60") == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "--end 60 is past the end of short.mp4" in line], err
+    assert [t for _, t in rows(tmp_path / "run")] == [0.0]
+    assert cli("extract", short_clip, "-o", tmp_path / "within", "--end", "0.3") == 0
+    assert "past the end" not in capsys.readouterr().err

@@ -274,3 +274,26 @@ def test_morph_refuses_dreams_it_cannot_reproduce(base: Path, tmp_path: Path) ->
     with pytest.raises(UserError, match="--refiner.*crossfade"):
         mo.morph(run, settings)
     assert snapshot(run.root) == before
+
+
+@pytest.mark.parametrize(("flags", "pronoun"), [({"refiner": "tiny:sdxl-refiner"}, "without it "),
+                                                ({"refiner": "tiny:sdxl-refiner", "prompt_weighting": "a1111"},
+                                                 "without them ")])
+def test_morph_refusal_names_its_options_in_good_grammar(flags: dict, pronoun: str) -> None:
+    """Two options named: 'paint the dreams without them', not 'without it'."""
+    from video2dream.backends.local import _check_morph
+    from video2dream.errors import UserError
+
+    with pytest.raises(UserError, match=pronoun):
+        _check_morph(replace_section(tiny(), "generate", **flags))
+
+
+def test_audio_pacing_on_a_silent_soundtrack_says_it_fell_back(base: Path, tmp_path: Path, capsys) -> None:
+    """A silent soundtrack has no onsets: the in-betweens are linear, and the command says so
+    (a warning and 'linear pacing'), never 'audio pacing'."""
+    run = copy(base, tmp_path)
+    quiet = make_clip(tmp_path / "quiet.wav", "anullsrc=r=22050:cl=mono:d=3")
+    assert cli("morph", run.root, "--pacing", "audio", "--audio", quiet) == 0
+    err = capsys.readouterr().err
+    assert "soundtrack is silent" in err and "linear pacing" in err and "audio pacing" not in err, err
+    assert "0 in-between(s) painted, 4 up to date" in err  # linear t: the in-betweens already made

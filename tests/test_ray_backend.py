@@ -198,3 +198,34 @@ def test_in_betweens_on_ray_are_the_local_ones(cluster: str, reference: Path) ->
     made = dreams(local, "morphs")
     assert len(made) == FRAMES - 1
     assert dreams(remote, "morphs") == made
+
+
+def test_unreachable_ray_address_is_one_line_at_once(tmp_path: Path) -> None:
+    """Nothing listening at --ray-address: one line naming it (ray.init would retry for minutes,
+    printing Ray's warnings). A fresh process whose wait is bounded: no Ray instance is needed."""
+    import socket
+
+    run = tmp_path / "run"
+    clip = make_clip(tmp_path / "clip.mp4", "testsrc2=size=64x48:rate=10:duration=1",
+                     args=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    assert cli("extract", clip, "-o", run, "--preset", "tiny") == 0
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "video2dream", "interrogate", str(run), "--backend", "ray",
+                          "--ray-address", address], capture_output=True, text=True, timeout=120,
+                         env=dict(env, PYTHONPATH=str(ROOT)))
+    one_line_error(out.returncode, out.stderr, f"cannot reach the Ray cluster at {address}", "ray start --head")
+    assert not (run / "prompts.csv").exists()
+
+
+def test_joining_a_cluster_shows_no_ray_log_notice(cluster: str) -> None:
+    """Ray's core worker says "logging.cc ... Set ray log level" as it starts: not among the tool's lines."""
+    code = ("from video2dream.backends.ray import connect\nfrom video2dream.settings import resolve\n"
+            f"connect(resolve(overrides={{'ray_address': {cluster!r}}}))\nprint('joined')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0 and out.stdout.strip() == "joined", out
+    assert "logging.cc" not in out.stderr and "Set ray log level" not in out.stderr, out.stderr

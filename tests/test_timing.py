@@ -4,12 +4,13 @@ flow, and generate --color-coherence lab."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, make_clip, one_line_error, snapshot
+from conftest import ROOT, cli, make_clip, one_line_error, snapshot
 from PIL import Image
 
 from video2dream import media
@@ -119,6 +120,35 @@ def test_beats_on_a_silent_video(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli("extract", silent, "-o", tmp_path / "run", "--at", "beats") == 1
     one_line_error(1, capsys.readouterr().err, "no sound")
     assert snapshot(tmp_path / "run") == before
+
+
+def test_silent_soundtrack_is_found_before_librosa_loads(tmp_path: Path) -> None:
+    """A muted soundtrack is refused from its PCM at once: librosa (whose first import took a minute
+    on a busy machine) is not imported for it. A fresh process: this one may hold librosa already."""
+    import sys
+
+    muted = make_clip(tmp_path / "muted.mp4", "testsrc2=size=64x48:rate=10:duration=2",
+                      "anullsrc=r=22050:cl=mono:d=2", args=(*X264, "-c:a", "aac", "-shortest"))
+    code = ("import sys; from video2dream.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    print('code', e.code)\n"
+            "print('librosa imported' if 'librosa' in sys.modules else 'librosa not imported')")
+    out = subprocess.run([sys.executable, "-c", code, "extract", str(muted), "-o", str(tmp_path / "run"),
+                          "--at", "beats"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    one_line_error(1, out.stderr, "is silent", "--at seconds")
+    assert out.stdout.split("\n")[:2] == ["code 1", "librosa not imported"], out
+
+
+def test_librosa_loading_is_said_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from video2dream.timing import import_librosa
+
+    monkeypatch.delitem(sys.modules, "librosa", raising=False)
+    assert import_librosa("--at beats").__name__ == "librosa"
+    assert "loading librosa" in capsys.readouterr().err
+    import_librosa("--at beats")  # imported now: nothing more to say
+    assert capsys.readouterr().err == ""
 
 
 def test_frames_csv_kind_column(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> N
     from .stages.interrogate import interrogate
 
     check_backend(settings)
+    _check_paths(settings, "interrogate")
     r = interrogate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     say(f"interrogate: {len(r.done)} row(s) written, {r.up_to_date} up to date, "
@@ -66,6 +67,7 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
     from .stages.generate import generate
 
     check_backend(settings)
+    _check_paths(settings, "generate")
     r = generate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     say(f"generate: {len(r.painted)} dream(s) painted at {r.width}x{r.height}, "
@@ -77,11 +79,12 @@ def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .stages.morph import morph
 
     check_backend(settings)
+    _check_paths(settings, "generate")
     r = morph(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     cuts = f", {r.cuts} hard cut(s)" if r.cuts else ""
     say(f"morph: {len(r.painted)} in-between(s) painted, {r.up_to_date} up to date "
-        f"({r.gaps} gaps{cuts}, {settings.morph.pacing} pacing) -> {run.morphs_dir}")
+        f"({r.gaps} gaps{cuts}, {r.pacing} pacing) -> {run.morphs_dir}")
 
 
 def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: int | None = None,
@@ -152,6 +155,9 @@ def _check_before_saving(settings: Settings) -> None:
     if key_part(settings.backend, "paint", settings):
         return  # a remote service's models: no device, scheduler or LoRA of this machine's
     from .models.devices import check_device
+    from .models.paths import check_model_paths
+
+    check_model_paths(settings)  # a path that is not there, named before extract or a chain writes
     from .models.painter import _check_lora, _scheduler_class
 
     check_device(settings.device, settings.dtype)
@@ -160,6 +166,15 @@ def _check_before_saving(settings: Settings) -> None:
         _scheduler_class(g.scheduler)
     if g.lora:
         _check_lora(g.lora)
+
+
+def _check_paths(settings: Settings, stage: str) -> None:
+    """The stage's model settings that name missing files or folders, before anything loads or is saved."""
+    from .backends import key_part
+    from .models.paths import check_model_paths
+
+    if not key_part(settings.backend, "caption" if stage == "interrogate" else "paint", settings):
+        check_model_paths(settings, (stage,))
 
 
 def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import media
 from .errors import UserError
@@ -92,16 +92,39 @@ def soundtrack(video: Path, start: float = 0.0, end: float | None = None, rate: 
     return np.frombuffer(proc.stdout, np.float32)
 
 
+def silent(samples: np.ndarray) -> bool:
+    """No sample louder than -80 dBFS (a muted or empty soundtrack): nothing to hear a beat or onset in."""
+    return float(abs(samples).max(initial=0.0)) < 1e-4
+
+
+def import_librosa(needed_by: str) -> Any:
+    """librosa, saying first that it is loading: its first import (numba compiling) can take a
+    minute, which would otherwise pass in silence."""
+    import importlib.util
+    import sys
+
+    if "librosa" not in sys.modules:
+        if importlib.util.find_spec("librosa") is None:
+            raise UserError(f"{needed_by} needs librosa: {MUSIC_EXTRA}")
+        from .progress import say
+
+        say("loading librosa for the soundtrack (the first time can take a minute)")
+    import librosa
+
+    return librosa
+
+
 def beat_times(video: Path, start: float, end: float) -> list[float]:
     """Seconds of the source at which librosa's beat tracker hears a beat, in [start, end)."""
-    try:
-        import librosa
-    except ImportError:
-        raise UserError(f"--at beats needs librosa: {MUSIC_EXTRA}") from None
+    import importlib.util
+
+    if importlib.util.find_spec("librosa") is None:  # before decoding: the missing extra is the news
+        raise UserError(f"--at beats needs librosa: {MUSIC_EXTRA}")
     samples = soundtrack(video, start, end)
-    if samples.size < AUDIO_RATE // 2 or float(abs(samples).max(initial=0.0)) < 1e-4:
+    if samples.size < AUDIO_RATE // 2 or silent(samples):  # before librosa's slow import
         raise UserError(f"the soundtrack of {video} is silent between {start:g} and {end:g} s, so it has no "
                         "beats; use --at seconds")
+    librosa = import_librosa("--at beats")
     _, frames = librosa.beat.beat_track(y=samples, sr=AUDIO_RATE, units="frames")
     times = snap(librosa.frames_to_time(frames, sr=AUDIO_RATE), samples)
     found = [start + t for t in times if start + t < end]

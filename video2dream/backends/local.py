@@ -113,8 +113,8 @@ def _check_morph(settings: Settings) -> None:
                                    ("--prompt-weighting", g.prompt_weighting)) if value]
     if on:
         raise UserError(f"in-betweens walk SDXL's base alone, so they cannot start and end on dreams painted with "
-                        f"{', '.join(on)}; paint the dreams without it (`none`), or use --transition crossfade "
-                        "or flow")
+                        f"{', '.join(on)}; paint the dreams without {'it' if len(on) == 1 else 'them'} (`none`), "
+                        "or use --transition crossfade or flow")
 
 
 def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:

@@ -15,9 +15,11 @@ every node must see the run folder at the same path (checked before any unit run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -65,25 +67,80 @@ def connect(settings: Settings) -> Any:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the core worker's C++ notices (and that it read this)
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if address:
+        _check_reachable(address)
     try:
         if address:
-            ray.init(address=address, **quiet)
+            with _without_ray_log_notice():
+                ray.init(address=address, **quiet)
         else:
             started = time.perf_counter()
-            ray.init(include_dashboard=False, **quiet)
+            with _without_ray_log_notice():
+                ray.init(include_dashboard=False, **quiet)
             say(f"ray: started a local Ray instance in {time.perf_counter() - started:.1f} s "
                 "(no --ray-address or RAY_ADDRESS); it stops when this command ends")
     except (ConnectionError, ValueError, RuntimeError) as e:
         detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        fix = ("start it with `ray start --head` (and `ray start --address HEAD:6379` on the other machines), "
-               "or leave out --ray-address and unset RAY_ADDRESS for a local instance") if address \
-            else "check that Ray works here (`ray start --head`), or use --backend local"
+        fix = CLUSTER_FIX if address else "check that Ray works here (`ray start --head`), or use --backend local"
         raise UserError(f"cannot reach {where} ({detail}); {fix}") from None
     finally:
         _restore(handlers)
     _quiet_ray_data(ray)
     return ray
+
+
+CLUSTER_FIX = ("start it with `ray start --head` (and `ray start --address HEAD:6379` on the other machines), "
+               "or leave out --ray-address and unset RAY_ADDRESS for a local instance")
+
+
+def _check_reachable(address: str) -> None:
+    """ray.init retries an address where nothing listens for minutes, printing Ray's warnings: one
+    short TCP connection to it says so at once. ("auto" and addresses without a port are Ray's to find.)"""
+    from urllib.parse import urlsplit
+
+    if "://" in address and not address.startswith("ray://"):
+        return
+    try:
+        where = urlsplit(address if address.startswith("ray://") else f"//{address}")
+        host, port = where.hostname, where.port
+    except ValueError:
+        return  # not host:port: ray.init says what is wrong with it
+    if not host or not port:
+        return
+    from ..models.hub import unreachable
+
+    why = unreachable(host, port)  # a short connection (and name lookup) with a timeout
+    if why is not None:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({why}); {CLUSTER_FIX}")
+
+
+RAY_LOG_NOTICE = re.compile(r"logging\.cc:\d+\]?:? Set ray log level")
+
+
+@contextlib.contextmanager
+def _without_ray_log_notice() -> Iterator[None]:
+    """Ray's core worker writes "logging.cc: Set ray log level from environment variable ..." to the
+    process's stderr (fd 2) as it starts: the lines written meanwhile are passed on without it."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not RAY_LOG_NOTICE.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def _restore(handlers: dict) -> None:

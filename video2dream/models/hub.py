@@ -56,6 +56,10 @@ def tiny_model_dir(name: str) -> Path:
     if dest.is_dir():
         return dest
     module, func = TINY_MODELS[name]
+    from ..progress import say
+
+    # Said once: the folder stays, and the next command finds it built.
+    say(f"building the tiny model {name} (first use, up to a minute) in {dest}")
     builder: Callable[[Path], None] = getattr(importlib.import_module(module), func)
     work = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)

@@ -77,6 +77,20 @@ def _quiet_autocast() -> Iterator[None]:
         yield
 
 
+TABLES = ("artists", "flavors", "mediums", "movements", "trendings", "negative")
+
+
+def _say_if_building_tables(cache: Path, package_name: str, clip_model: str) -> None:
+    """The package embeds ~110k labels when its cache lacks a table (a minute or more, silently):
+    say so first. Its files are named after the sanitised model name, as the package names them."""
+    stem = package_name.replace("/", "_").replace("@", "_")
+    missing = [t for t in TABLES if not (cache / f"{stem}_{t}.safetensors").is_file()]
+    if missing:
+        from ..progress import say
+
+        say(f"building CLIP Interrogator's label tables for {clip_model} (first use, a minute or more) in {cache}")
+
+
 class Interrogator:
     """CLIP Interrogator over a batch of frames, with captions supplied by the caller.
 
@@ -136,6 +150,7 @@ class Interrogator:
         if captioner is not None:
             config.caption_model = captioner.model
             config.caption_processor = captioner.processor
+        _say_if_building_tables(self.cache, package_name, clip_model)
         config.cache_path = str(self.cache)
         config.download_cache = False
         config.chunk_size = chunk_size

@@ -105,6 +105,9 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
     if start >= probe.duration:
         raise SettingError("extract.start", f"{start} is past the end of {video} ({probe.duration:.2f} s)")
+    if ex.end is not None and ex.end > probe.duration + 1e-3:  # a warning: the frames simply stop at the end
+        say(f"warning: --end {ex.end:g} is past the end of {video.name} ({probe.duration:.2f} s); "
+            f"frames are taken up to {probe.duration:.2f} s")
     if probe.fps and ex.fps > probe.fps * 1.01:  # not refused: a saved --fps must not fail the next video
         say(f"--fps {ex.fps:g} is above the frame rate of {video.name} ({probe.fps:g} fps): frames will repeat")
     key = extract_key(fingerprint, ex, start, end)

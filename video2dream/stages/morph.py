@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..progress import progress_bar
+from ..progress import progress_bar, say
 from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
 from ..tables import read_frames
@@ -61,6 +61,7 @@ class MorphResult:
     up_to_date: int = 0
     gaps: int = 0
     cuts: int = 0
+    pacing: str = "linear"  # as used: --pacing audio on a silent soundtrack is linear
 
 
 def frame_kinds(run: RunFolder) -> tuple[list[str], list[float], list[str]]:
@@ -176,21 +177,39 @@ def onset_envelope(run: RunFolder, settings: Settings) -> tuple[Any, float]:
     samples per second."""
     import numpy as np
 
+    from ..timing import import_librosa, silent
+
+    pcm = _soundtrack(run, settings)
+    if silent(pcm):  # no onsets to follow (paced() makes it linear): librosa's slow import spared
+        return np.zeros(max(1, pcm.size // HOP + 1)), SAMPLE_RATE / HOP
+    librosa = import_librosa("--pacing audio")
+    env = librosa.onset.onset_strength(y=pcm, sr=SAMPLE_RATE, hop_length=HOP)
+    return np.asarray(env, dtype=np.float64), SAMPLE_RATE / HOP
+
+
+def _soundtrack(run: RunFolder, settings: Settings) -> Any:
+    """The soundtrack assemble would use, as mono PCM at SAMPLE_RATE."""
+    import importlib.util
+
     from ..timing import MUSIC_EXTRA, soundtrack
     from .assemble import audio_source
 
-    try:
-        import librosa
-    except ImportError:
-        raise UserError(f"--pacing audio needs librosa: {MUSIC_EXTRA}") from None
-
+    if importlib.util.find_spec("librosa") is None:
+        raise UserError(f"--pacing audio needs librosa: {MUSIC_EXTRA}")
     sound = audio_source(run, settings.assemble.audio)
     if sound.path is None:
         raise UserError(f"--pacing audio follows the soundtrack, and there is none ({sound.says}); "
                         "use --pacing linear, or give one with --audio FILE")
-    pcm = soundtrack(sound.path, rate=SAMPLE_RATE)
-    env = librosa.onset.onset_strength(y=pcm, sr=SAMPLE_RATE, hop_length=HOP)
-    return np.asarray(env, dtype=np.float64), SAMPLE_RATE / HOP
+    return soundtrack(sound.path, rate=SAMPLE_RATE)
+
+
+def pacing_used(run: RunFolder, settings: Settings) -> str:
+    """The pacing the in-betweens get: --pacing audio on a silent soundtrack falls back to linear."""
+    from ..timing import silent
+
+    if settings.morph.pacing != "audio" or not silent(_soundtrack(run, settings)):
+        return settings.morph.pacing
+    return "linear"
 
 
 # -- units, execute, commit --------------------------------------------------------------------
@@ -241,7 +260,11 @@ def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Cal
 
         check_device(settings.device, settings.dtype)
     todo, total = plan_units(run, settings, force, backend)
-    result = MorphResult(up_to_date=total - len(todo), gaps=len(found), cuts=cuts)
+    result = MorphResult(up_to_date=total - len(todo), gaps=len(found), cuts=cuts,
+                         pacing=pacing_used(run, settings) if total else settings.morph.pacing)
+    if result.pacing != settings.morph.pacing:
+        say("warning: the soundtrack is silent, so --pacing audio has no onsets to follow: "
+            "the in-betweens are evenly spaced (linear pacing)")
     if not todo:
         if on_ready:
             on_ready()

@@ -68,8 +68,9 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     t, g = settings.telephone, settings.generate
     original = load_image(source)
     size = (g.width, g.height) if g.width and g.height else generation_size(*original.size, g.pixels)
-    key = _open_chain(folder, source, settings, size, force, on_ready)
-    rows, images = _finished_steps(folder, key)
+    key, parts = chain_key(settings, media.fingerprint(source), size)
+    _check_same_chain(folder, key, parts, force)
+    rows, images = ([], []) if force else _finished_steps(folder, key)  # --force: cleared when opened
     fixed = next(((r.step, r.repeats_step) for r in rows if r.repeats_step is not None), None)
     target = min(t.steps, fixed[0]) if fixed and t.stop_at_fixed_point else t.steps
 
@@ -77,18 +78,27 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     done = folder.read_record("telephone-outputs") or {}
     if (len(rows) > target and rows[target].caption is not None and done.get("key") == outputs_key
             and all((folder.root / n).is_file() for n in OUTPUTS)):
+        _open_chain(folder, source, key, parts, force, on_ready)
         return ChainResult(folder.root, target, 0, fixed if fixed and fixed[0] <= target else None,
                            bool(fixed and t.stop_at_fixed_point and fixed[0] <= target), True,
                            thumbs=thumbnails(images[:target + 1]), captions=[r.caption for r in rows[:target + 1]])
 
     runner = backend_for(backend, models)
+    # The models first: one that cannot load (offline, a bad name) fails before the folder is
+    # written, so that the retry with other settings finds nothing to force past.
+    to_paint = target > len(rows) - 1
+    if to_paint or not rows or rows[-1].caption is None:
+        runner.load("caption", settings)
+    drift = Drift(models.clip(settings))
+    if to_paint:
+        runner.load("paint", settings)
+    _open_chain(folder, source, key, parts, force, on_ready)
     if not rows:
         _first_step(folder, original, size, key, rows, images)
     pending = _settle(folder, runner, settings, key, rows, images) if rows[-1].caption is None else None
     if pending and rows[-1].repeats_step is not None and fixed is None:
         fixed = (rows[-1].step, rows[-1].repeats_step)
         target = min(t.steps, fixed[0]) if t.stop_at_fixed_point else target
-    drift = Drift(models.clip(settings))
     drift.add(images, [r.caption for r in rows])
     drift.fill(rows)
     _write_csv(folder.root / "chain.csv", rows[:target + 1])
@@ -97,12 +107,10 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     return _finish(folder, source.name, settings, rows, images, fixed, target, outputs_key, painted, truncated)
 
 
-def _open_chain(folder: RunFolder, source: Path, settings: Settings, size: tuple[int, int], force: bool,
-                on_ready: Callable[[], None] | None) -> str:
-    """The chain's key, once the folder may be written: same chain (or --force), settings saved,
-    leftovers of a killed command gone."""
-    key, parts = chain_key(settings, media.fingerprint(source), size)
-    _check_same_chain(folder, key, parts, force)
+def _open_chain(folder: RunFolder, source: Path, key: str, parts: dict[str, Any], force: bool,
+                on_ready: Callable[[], None] | None) -> None:
+    """Make the folder ready to write the chain (checked the same, or --force): settings saved,
+    leftovers of a killed command gone, the chain's record written."""
     folder.check_links()  # an image's own folder in a folder's game is not locked on its own
     if on_ready:
         on_ready()
@@ -111,7 +119,6 @@ def _open_chain(folder: RunFolder, source: Path, settings: Settings, size: tuple
         _clear(folder)
     folder.remove_temporaries()
     folder.write_record("telephone", {"key": key, "parts": parts, "input": str(source.resolve())})
-    return key
 
 
 def _finished_steps(folder: RunFolder, key: str) -> tuple[list[Step], list[Image.Image]]:

@@ -74,7 +74,11 @@ def play_video(video: Path, run: RunFolder, settings: Settings, models: ModelCac
     t, g = settings.telephone, settings.generate
     if run.root.is_dir() and not run.frames_csv.is_file() and (run.root / step_name(0)).is_file():
         raise UserError(f"{run.root} holds an image's telephone chain; give another -o folder for a video")
+    _check_not_main_job(run)
+    if force or not run.prompts_csv.is_file():
+        _load_models(settings, models, backend)
     extract(run, video, settings, force=force, on_ready=on_ready)
+    run.write_record(GAME_RECORD, {"video": str(Path(video).resolve())})  # before round 1 writes
     result = TelephoneResult("video", run.root)
     names = read_frames(run.frames_csv)["filename"].tolist()
     history: dict[str, list[str]] = {n: [] for n in names}  # captions of each frame, round by round
@@ -99,6 +103,36 @@ def play_video(video: Path, run: RunFolder, settings: Settings, models: ModelCac
     _video_drift(run, names, folders, history, settings, models)
     result.grid = assemble_grid(run, settings, force=force, rounds=result.rounds).output
     return result
+
+
+GAME_RECORD = "telephone-video"  # the folder is a video's telephone game (its round 1 is prompts.csv, dreams/)
+
+
+def _check_not_main_job(run: RunFolder) -> None:
+    """Round 1 of the game is the folder's prompts.csv and dreams/, captioned in the telephone's mode:
+    on the folder of a `run` (or interrogate/generate) it would rewrite every row not edited by hand
+    and repaint every dream. Refused: that work is the user's, and no separate settings would keep
+    the game off those same files."""
+    if run.read_record(GAME_RECORD) is not None or (run.root / "drift.csv").is_file():  # drift.csv: older games
+        return
+    work = [name for name, there in (("prompts.csv", run.prompts_csv.is_file()),
+                                     ("dreams/", run.dreams_dir.is_dir() and any(run.dreams_dir.iterdir())))
+            if there]
+    if work:
+        raise UserError(f"{run.root} holds the work of `video2dream run` ({', '.join(work)}), which the telephone "
+                        f"game would caption and paint over; give it a fresh -o folder, e.g. "
+                        f"-o {run.root.parent / (run.root.name + '-telephone')}")
+
+
+def _load_models(settings: Settings, models: ModelCache, backend: str | Backend) -> None:
+    """A first game (nothing captioned yet) loads its models before extract writes the frames and
+    saves the settings: one that cannot load (offline, a bad name) leaves the folder as it was."""
+    from ..backends import backend_for
+
+    runner = backend_for(backend, models)
+    runner.load("caption", settings)
+    runner.load("paint", settings)
+    models.clip(settings)
 
 
 def _captions(view: RoundView) -> dict[str, str]:
