@@ -17,7 +17,7 @@ from video2dream import media
 from video2dream.backends.local import LocalBackend
 from video2dream.models.cache import ModelCache
 from video2dream.pipeline import _saver
-from video2dream.runfolder import TEMP_NAME, RunFolder
+from video2dream.runfolder import OLD_TEMP, TMP_MARK, RunFolder
 from video2dream.settings import replace_section, resolve
 from video2dream.stages import morph as mo
 from video2dream.stages.assemble import assemble
@@ -176,7 +176,7 @@ def test_killed_after_a_batch_resumes(base: Path, tmp_path: Path, models: ModelC
         mo.morph(run, settings, backend=StopAfterFirstBatch(models))
     done = sorted(p.name for p in run.morphs_dir.iterdir())
     assert done == ["000001-000002_01.png", "000001-000002_02.png"]  # the first batch, whole, nothing else
-    assert not [p for p in run.root.rglob("*") if TEMP_NAME.fullmatch(p.name)]
+    assert not [p for p in run.root.rglob("*") if TMP_MARK in p.name or OLD_TEMP.fullmatch(p.name)]
     r = mo.morph(run, settings, models=models)
     assert sorted(r.painted) == ["000002-000003_01.png", "000002-000003_02.png"] and r.up_to_date == 2
     assert mo.status_data(run, settings)["state"] == "current" and len(names) == 4
