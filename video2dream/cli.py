@@ -63,6 +63,18 @@ INTERROGATE: list[Option] = [
      "forbid repeating n-grams of this size (default 2)"),
 ]
 INTERROGATE_BATCH: Option = (("--batch-size",), "interrogate.batch_size", int, "frames per caption batch (default 4)")
+# The look of every dream (styles.py; styles.csv in the run folder styles ranges and shots).
+DIRECTING: list[Option] = [
+    (("--style",), "generate.style", str,
+     "the look of every dream: a template with {prompt} for the row's words, or text appended (none: off)"),
+    (("--negative-style",), "generate.negative_style", str,
+     "the same for every negative prompt: a template with {prompt}, or text appended (none: off)"),
+    (("--style-image",), "generate.style_image", str,
+     "an image whose look every dream takes (IP-Adapter; none: off)"),
+    (("--style-image-scale",), "generate.style_image_scale", float, "the style image's weight, 0-2 (default 0.6)"),
+    (("--ip-adapter",), "generate.ip_adapter", str,
+     "the IP-Adapter's id or folder of --style-image (default h94/IP-Adapter)"),
+]
 GENERATE: list[Option] = [
     (("--model",), "generate.model", str, "SDXL model id or folder"),
     (("--steps",), "generate.steps", int, "denoising steps (default 30)"),
@@ -98,6 +110,7 @@ GENERATE: list[Option] = [
     (("--control-scale",), "generate.control_scale", float, "the ControlNet's weight, 0-2 (default 0.5)"),
     (("--depth-model",), "generate.depth_model", str,
      "the depth estimator of --controlnet depth (default Intel/dpt-hybrid-midas)"),
+    *DIRECTING,
 ]
 GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames per pipeline call (default 1)")
 ASSEMBLE: list[Option] = [
@@ -140,6 +153,7 @@ TELEPHONE_GENERATE: list[Option] = [
     else (flags, path, kind, text)
     for flags, path, kind, text in GENERATE
     if path != "generate.color_coherence"  # a chain's step has no source frame to match
+    and (flags, path, kind, text) not in DIRECTING  # the chain paints its captions as they are
 ]
 MODELS: list[Option] = [
     (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),

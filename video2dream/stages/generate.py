@@ -92,16 +92,26 @@ def plan(run: RunFolder, settings: Settings,
     # per-unit settings (seed, negative prompt, size) are hashed per job below
     shared = key_fields(g, without=inactive_tags(g))
     remote = _key_part(backend or settings.backend, "paint", settings)  # empty for local: keys as before
+    direct = directing(run, settings, frames, df, backend)
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
-        seed = seed_for(g, index)
-        negative = merge_negative(str(rows[n].negative_prompt), g)
+        seed = direct.seeds.get(n, seed_for(g, index))  # a row's pinned seed wins over the rule
+        # the words as painted: the row's, then --style, then styles.csv's ranges at the frame's time
+        own_negative = merge_negative(str(rows[n].negative_prompt), g)
+        prompt, negative, applied = direct.styled(n, str(rows[n].prompt), own_negative)
         source = (extract_key, n) if needs_source(g) else None  # img2img and ControlNet also depend on the frame
-        key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype,
-                          *([remote] if remote else []))
-        jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
+        # parts added only when on: a dream made without them keeps its key
+        extra = ([remote] if remote else []) + ([{"styles": applied}] if applied else []) + direct.image_part
+        key = stable_hash(prompt, negative, seed, shared, width, height, source, settings.dtype, *extra)
+        jobs.append(Job(n, index, prompt, negative, seed, key))
     return jobs, (width, height)
+
+
+def directing(run: RunFolder, settings: Settings, frames: Any, df: Any, backend: str | Backend | None) -> Any:
+    from ..directing import Directing
+
+    return Directing.read(run, settings, frames, df, backend or settings.backend)
 
 
 def _check_moments(run: RunFolder, rows: dict, times: dict[str, float]) -> None:

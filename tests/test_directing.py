@@ -1,0 +1,182 @@
+"""Directing the dream: styles (--style, --negative-style, styles.csv by time and by shot), pinned
+seeds, variants and pick, the style image; each bad input one line with the folder unchanged."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import cli, make_clip, one_line_error, snapshot
+from PIL import Image
+
+from video2dream.models.cache import ModelCache
+from video2dream.pipeline import _saver
+from video2dream.pngmeta import read_png_text
+from video2dream.runfolder import RunFolder
+from video2dream.settings import resolve
+from video2dream.stages import generate as gen
+from video2dream.stages import morph as mo
+from video2dream.stages.extract import extract
+from video2dream.styles import apply_style
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+NAMES = ["000001.png", "000002.png", "000003.png"]
+PROMPTS = ["a red cat", "a blue dog", "a green boat"]
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelCache:
+    return ModelCache()
+
+
+def tiny(**generate) -> object:
+    return resolve(preset="tiny", overrides={"generate": {"width": 64, "height": 64, "steps": 2, "batch_size": 1,
+                                                          **generate}})
+
+
+@pytest.fixture(scope="module")
+def base(models: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 keyframes at 0, 1 and 2 s, hand-written prompts, their dreams; tests copy it."""
+    clip = make_clip(tmp_path_factory.mktemp("directing-clip") / "clip.mp4", "testsrc2=size=64x48:rate=10:duration=3",
+                     args=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    run = RunFolder(tmp_path_factory.mktemp("directing-base") / "run")
+    settings = tiny()
+    extract(run, clip, settings)
+    pd.DataFrame({"filename": NAMES, "prompt": PROMPTS}).to_csv(run.prompts_csv, index=False)
+    gen.generate(run, settings, models=models)
+    _saver(run, settings)()  # as the commands save them: the CLI calls below read them
+    with run.lock():  # its file stays, as after any command: snapshots compare the rest
+        pass
+    return run.root
+
+
+def copy(base: Path, tmp_path: Path) -> RunFolder:
+    shutil.copytree(base, tmp_path / "run", symlinks=True)
+    return RunFolder(tmp_path / "run")
+
+
+def text(path: Path) -> str:
+    return read_png_text(path)["parameters"]
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).astype(int)
+
+
+def keys(run: RunFolder, settings) -> dict[str, str]:
+    return {j.name: j.key for j in gen.plan(run, settings)[0]}
+
+
+def todo(run: RunFolder, settings) -> list[str]:
+    return [u.name for u in gen.plan_units(run, settings)[0]]
+
+
+def test_a_style_template_and_negative_style(base: Path, tmp_path: Path, models: ModelCache) -> None:
+    assert apply_style("oil painting of {prompt}", "a cat") == "oil painting of a cat"
+    assert apply_style("oil painting", "a cat") == "a cat, oil painting"
+    assert apply_style("{x} {prompt}", "a {cat}") == "{x} a {cat}"  # plain text: braces are the user's
+    assert apply_style(None, "a cat") == apply_style("", "a cat") == "a cat"
+    run = copy(base, tmp_path)
+    before = run.prompts_csv.read_bytes()
+    assert todo(run, tiny()) == []
+    assert keys(run, tiny(style=None, negative_style="none")) == keys(run, tiny())  # unset: keys as before
+    styled = tiny(style="oil painting of {prompt}", negative_style="blurry")
+    assert todo(run, styled) == NAMES
+    assert gen.generate(run, styled, models=models).painted == NAMES
+    params = text(run.dreams_dir / "000002.png")
+    assert params.startswith("oil painting of a blue dog\nNegative prompt: blurry\n"), params
+    assert run.prompts_csv.read_bytes() == before  # the rows' words stay as written
+    appended = tiny(style="oil painting")
+    assert [j.prompt for j in gen.plan(run, appended)[0]] == [f"{p}, oil painting" for p in PROMPTS]
+    # the in-betweens' ends are these dreams: morph plans through the same keys
+    ends = {m.a.name: m.a.key for m in mo.plan(run, styled)}
+    assert ends["000001.png"] == keys(run, styled)["000001.png"]
+
+
+def write_styles(run: RunFolder, *rows: str, header: str = "start,end,style,negative_style") -> None:
+    (run.root / "styles.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+
+def test_a_range_repaints_exactly_its_dreams(base: Path, tmp_path: Path, models: ModelCache) -> None:
+    run, settings = copy(base, tmp_path), tiny()
+    before = keys(run, settings)
+    write_styles(run, "0.5,1.5,underwater,")
+    assert todo(run, settings) == ["000002.png"]
+    assert gen.generate(run, settings, models=models).painted == ["000002.png"]
+    assert text(run.dreams_dir / "000002.png").startswith("a blue dog, underwater\n")
+    write_styles(run, "0.5,1.5,deep underwater,")  # a changed range
+    assert todo(run, settings) == ["000002.png"]
+    write_styles(run, "0.5,1.5,deep underwater,", "1,2,neon {prompt},dark")  # an added, overlapping one
+    assert todo(run, settings) == ["000002.png", "000003.png"]
+    jobs = {j.name: j for j in gen.plan(run, settings)[0]}
+    assert jobs["000002.png"].prompt == "neon a blue dog, deep underwater"  # file order: each wraps the last
+    assert jobs["000003.png"].prompt == "neon a green boat" and jobs["000003.png"].negative_prompt == "dark"
+    assert keys(run, settings)["000001.png"] == before["000001.png"]
+    (run.root / "styles.csv").unlink()
+    assert keys(run, settings) == before
+
+
+def test_shot_ranges_follow_the_cuts(base: Path, tmp_path: Path) -> None:
+    run, settings = copy(base, tmp_path), tiny()
+    frames = pd.read_csv(run.frames_csv, dtype=str)
+    frames["kind"] = ["tick", "tick", "cut"]  # shot 1: frames 1-2, shot 2: frame 3
+    frames.to_csv(run.frames_csv, index=False)
+    write_styles(run, "shot 2,,neon {prompt},")
+    assert todo(run, settings) == ["000003.png"]
+    write_styles(run, "SHOT 1,,chalk,")
+    assert todo(run, settings) == ["000001.png", "000002.png"]
+
+
+def test_a_pinned_seed_repaints_one_dream_as_that_seed_would(base: Path, tmp_path: Path, models: ModelCache) -> None:
+    run, settings = copy(base, tmp_path), tiny()
+    df = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+    df["seed"] = ["", "12345", ""]
+    df.to_csv(run.prompts_csv, index=False)
+    assert todo(run, settings) == ["000002.png"]
+    assert gen.generate(run, settings, models=models).painted == ["000002.png"]
+    assert "Seed: 12345," in text(run.dreams_dir / "000002.png")
+    other = copy(base, tmp_path / "other")  # the seed rule giving frame 2 the seed 12345
+    ruled = tiny(seed=12343)
+    gen.generate(other, ruled, models=models)
+    assert np.array_equal(pixels(run.dreams_dir / "000002.png"), pixels(other.dreams_dir / "000002.png"))
+    assert keys(run, settings)["000002.png"] == keys(other, ruled)["000002.png"]
+    df["seed"] = ["", "12345.0", ""]  # as a spreadsheet may save it: the same seed
+    df.to_csv(run.prompts_csv, index=False)
+    assert todo(run, settings) == []
+
+
+def test_interrogate_keeps_the_seed_column(base: Path, tmp_path: Path, models: ModelCache) -> None:
+    from video2dream.stages.interrogate import interrogate
+
+    run, settings = copy(base, tmp_path), tiny()
+    df = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+    df["seed"] = ["7", "", ""]
+    df.to_csv(run.prompts_csv, index=False)
+    interrogate(run, settings, force=True, models=models)
+    after = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+    assert after["seed"].tolist() == ["7", "", ""]
+    assert after["prompt"].tolist() != PROMPTS  # written again, the seed kept
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("styles.csv", "begin,end,style,negative_style\n0,1,x,\n", ["header", "start,end,style,negative_style"]),
+    ("styles.csv", "start,end,style,negative_style\n0,1,x,\nabc,2,y,\n", ["row 3", "'abc'"]),
+    ("styles.csv", "start,end,style,negative_style\n2,1,x,\n", ["row 2", "start <= end"]),
+    ("styles.csv", "start,end,style,negative_style\n99,120,x,\n", ["row 2", "after the video ends"]),
+    ("styles.csv", "start,end,style,negative_style\nshot 2,,x,\n", ["row 2", "no shot 2", "1 shot"]),
+    ("styles.csv", "start,end,style,negative_style\nshot 1,3,x,\n", ["row 2", "end must be empty"]),
+    ("prompts.csv", "filename,prompt,seed\n000001.png,a,\n000002.png,b,x1\n000003.png,c,-4\n", ["row 3", "seed 'x1'"]),
+])
+def test_bad_directions_are_one_line_and_change_nothing(base: Path, tmp_path: Path, capsys, name: str,
+                                                         content: str, words: list[str]) -> None:
+    run = copy(base, tmp_path)
+    (run.root / name).write_text(content, encoding="utf-8")
+    before = snapshot(run.root)
+    capsys.readouterr()
+    one_line_error(cli("generate", run.root), capsys.readouterr().err, name, *words)
+    assert snapshot(run.root) == before
