@@ -180,3 +180,52 @@ def test_bad_directions_are_one_line_and_change_nothing(base: Path, tmp_path: Pa
     capsys.readouterr()
     one_line_error(cli("generate", run.root), capsys.readouterr().err, name, *words)
     assert snapshot(run.root) == before
+
+
+def test_variants_and_pick_repaint_nothing(base: Path, tmp_path: Path, models: ModelCache, capsys) -> None:
+    from video2dream.seeds import variant_seed
+    from video2dream.stages import variants as va
+
+    run, settings = copy(base, tmp_path), tiny()
+    dreams = snapshot(run.dreams_dir)
+    r = va.generate_variants(run, settings, 2, rows="2-3", models=models)
+    assert r.painted == ["000002_01.png", "000002_02.png", "000003_01.png", "000003_02.png"]
+    assert snapshot(run.dreams_dir) == dreams  # candidates only
+    seed = variant_seed(2, 2)  # frame 2's rule seed is 0 + 2
+    assert f"Seed: {seed}," in text(run.root / "variants" / "000002_02.png")
+    assert va.plan_units(run, settings, 2, rows="2-3")[0] == []  # current: a second call paints nothing
+    chosen = pixels(run.root / "variants" / "000002_02.png")
+    capsys.readouterr()
+    assert cli("pick", run.root, "000002.png", 2) == 0, capsys.readouterr().err
+    assert np.array_equal(pixels(run.dreams_dir / "000002.png"), chosen)
+    assert not (run.root / "variants" / "000002_02.png").exists()
+    assert pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)["seed"].tolist() == ["", str(seed), ""]
+    assert todo(run, settings) == []  # the picked dream's key is current: nothing repainted
+    assert cli("pick", run.root, "3", 1) == 0
+    assert todo(run, settings) == []
+    assert cli("generate", run.root, "--variants", 1, "--rows", "1") == 0, capsys.readouterr().err
+    left = sorted(p.name for p in (run.root / "variants").iterdir())
+    assert left == ["000001_01.png", "000002_01.png", "000003_02.png"]
+
+
+def test_variants_and_pick_refuse_bad_input_in_one_line(base: Path, tmp_path: Path, models: ModelCache,
+                                                        capsys) -> None:
+    from video2dream.stages import variants as va
+
+    run, settings = copy(base, tmp_path), tiny()
+    va.generate_variants(run, settings, 1, rows="1", models=models)
+    (run.root / "variants" / "000001_01.png").rename(run.root / "variants" / "000001_02.png")
+    df = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+    df.loc[0, "prompt"] = "a red hat"  # words changed since the candidates were painted
+    df.to_csv(run.prompts_csv, index=False)
+    before = snapshot(run.root)
+    capsys.readouterr()
+    for args, words in [(("pick", run.root, "9", 1), ["no frame '9'"]),
+                        (("pick", run.root, "1", 3), ["000001.png has no candidate 3", "--variants"]),
+                        (("pick", run.root, "1", 2), ["000001_02.png was painted with other"]),
+                        (("generate", run.root, "--variants", 0), ["--variants 0"]),
+                        (("generate", run.root, "--variants", 2, "--rows", "2-9"), ["no frame 4"]),
+                        (("generate", run.root, "--variants", 2, "--rows", "x"), ["12,15-18"]),
+                        (("generate", run.root, "--rows", "1"), ["--rows", "--variants K"])]:
+        one_line_error(cli(*args), capsys.readouterr().err, *words)
+        assert snapshot(run.root) == before, args

@@ -179,6 +179,7 @@ EXAMPLES = {
     "assemble": "video2dream assemble runs/clip --transition crossfade --side-by-side",
     "mux-audio": "video2dream mux-audio runs/clip song.wav",
     "status": "video2dream status runs/clip",
+    "pick": "video2dream pick runs/clip 12 3",
     "run": "video2dream run clip.mp4 -o runs/clip --preset tiny",
     "telephone": "video2dream telephone cover.jpg -o runs/cover --steps 12 --stop-at-fixed-point",
 }
@@ -269,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(p, GENERATE + [GENERATE_BATCH] + MODELS)
     _add_config(p)
     p.add_argument("--force", action="store_true", help="paint every dream again")
+    p.add_argument("--variants", type=int, metavar="K",
+                   help="paint K candidates of each frame's dream into RUN_DIR/variants (dreams/ untouched); "
+                        "make one the dream with `video2dream pick`")
+    p.add_argument("--rows", metavar="LIST", help="with --variants: only these frames, by number (12,15-18)")
 
     p = _command(sub, "morph", "paint the in-betweens that morph each dream into the next (for --transition morph)")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -292,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "mux-audio", "add or replace the soundtrack of RUN_DIR/dream.mp4 (no re-encode)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("source", metavar="SOURCE", help="an audio or video file; its first audio stream is used")
+
+    p = _command(sub, "pick", "make candidate N of `generate --variants` FRAME's dream (its seed pinned in "
+                 "prompts.csv; nothing repainted)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("frame", metavar="FRAME", help="the frame's number (12) or name (000012.png)")
+    p.add_argument("number", metavar="N", type=int, help="the candidate, counted from 1")
 
     p = _command(sub, "status", "show what each stage has done, and what is stale or missing")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -385,8 +396,10 @@ def dispatch(args: argparse.Namespace) -> int:
         with run.lock():
             pipeline.do_mux_audio(run, args.source)
         return 0
-    if args.command in ("interrogate", "generate", "morph", "assemble"):
+    if args.command in ("interrogate", "generate", "morph", "assemble", "pick"):
         run.require()  # before the lock, which would create the folder
+    if args.command == "generate" and args.rows is not None and args.variants is None:
+        raise UserError("--rows chooses the frames of --variants; add --variants K")
     if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
         raise UserError("give --round or --from, not both")
     settings = settings_for(run, args)
@@ -405,6 +418,10 @@ def _call(args: argparse.Namespace, run: RunFolder, settings: Settings) -> None:
     if args.command in ("extract", "run", "telephone"):
         do = {"extract": pipeline.do_extract, "run": pipeline.do_run, "telephone": pipeline.do_telephone}
         do[args.command](run, settings, args.video, force=args.force)
+    elif args.command == "pick":
+        pipeline.do_pick(run, settings, args.frame, args.number)
+    elif args.command == "generate" and args.variants is not None:
+        pipeline.do_variants(run, settings, args.variants, args.rows, force=args.force)
     elif args.command == "assemble":
         pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid)
     else:

@@ -52,6 +52,24 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
         f"{r.up_to_date} up to date -> {run.dreams_dir}")
 
 
+def do_variants(run: RunFolder, settings: Settings, count: int, rows: str | None = None, force: bool = False) -> None:
+    from .models.devices import free_memory
+    from .stages.variants import generate_variants, variants_dir
+
+    r = generate_variants(run, settings, count, rows, force=force, on_ready=_saver(run, settings),
+                          backend=settings.backend)
+    free_memory()
+    say(f"generate: {len(r.painted)} candidate(s) painted, {r.up_to_date} up to date ({count} for each of "
+        f"{r.frames} frame(s)) -> {variants_dir(run)}; make one a dream with `video2dream pick {run.root} FRAME N`")
+
+
+def do_pick(run: RunFolder, settings: Settings, frame: str, number: int) -> None:
+    from .stages.variants import pick
+
+    name = pick(run, settings, frame, number)
+    say(f"pick: candidate {number} is now {run.dreams_dir / name} (its seed pinned in {run.prompts_csv.name})")
+
+
 def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.morph import morph

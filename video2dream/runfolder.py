@@ -26,7 +26,7 @@ LOCK = "lock"
 
 # What the tool makes at the top of a run folder (a video's, or an image's telephone chain); nothing
 # else there is the tool's to delete, clean up or refuse.
-OWN_DIRS = re.compile(r"frames|dreams(_r\d{2,})?|morphs")
+OWN_DIRS = re.compile(r"frames|dreams(_r\d{2,})?|morphs|variants")  # variants: generate --variants
 OWN_FILES = re.compile(r"frames\.csv|prompts(_r\d{2,})?(_orphaned)?\.csv|truncated\.csv|settings\.yaml|drift\.(csv|png)"
                        r"|refused\.csv"  # --backend replicate: frames its content filter refused
                        r"|dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4"

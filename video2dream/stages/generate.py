@@ -61,10 +61,11 @@ def dream_size(run: RunFolder, settings: Settings) -> tuple[int, int]:
     return generation_size(int(done["width"]), int(done["height"]), g.pixels)
 
 
-def plan(run: RunFolder, settings: Settings,
-         backend: str | Backend | None = None) -> tuple[list[Job], tuple[int, int]]:
+def plan(run: RunFolder, settings: Settings, backend: str | Backend | None = None,
+         seeds: dict[str, int] | None = None) -> tuple[list[Job], tuple[int, int]]:
     """One job per frame, with the key its dream must carry; strict checks of prompts.csv.
-    backend: where the dreams are painted (default settings.backend): a remote one adds its part."""
+    backend: where the dreams are painted (default settings.backend): a remote one adds its part.
+    seeds: frame name -> a seed to paint it with instead (a variant's; stages/variants.py)."""
     run.require()
     frames = read_frames(run.frames_csv)
     names = frames["filename"].tolist()
@@ -97,6 +98,7 @@ def plan(run: RunFolder, settings: Settings,
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
         seed = direct.seeds.get(n, seed_for(g, index))  # a row's pinned seed wins over the rule
+        seed = (seeds or {}).get(n, seed)
         # the words as painted: the row's, then --style, then styles.csv's ranges at the frame's time
         own_negative = merge_negative(str(rows[n].negative_prompt), g)
         prompt, negative, applied = direct.styled(n, str(rows[n].prompt), own_negative)
