@@ -229,3 +229,67 @@ def test_variants_and_pick_refuse_bad_input_in_one_line(base: Path, tmp_path: Pa
                         (("generate", run.root, "--rows", "1"), ["--rows", "--variants K"])]:
         one_line_error(cli(*args), capsys.readouterr().err, *words)
         assert snapshot(run.root) == before, args
+
+
+def test_a_style_image_changes_the_dreams_and_their_keys(base: Path, tmp_path: Path, models: ModelCache) -> None:
+    from video2dream.pipeline import status_report
+
+    run = copy(base, tmp_path)
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    Image.new("RGB", (40, 40), (220, 30, 30)).save(red)
+    Image.new("RGB", (40, 40), (20, 40, 230)).save(blue)
+    plain = {n: pixels(run.dreams_dir / n) for n in NAMES}
+    styled = tiny(style_image=str(red), style_image_scale=1.0)
+    assert todo(run, styled) == NAMES
+    assert gen.generate(run, styled, models=models).painted == NAMES
+    assert not np.array_equal(pixels(run.dreams_dir / "000001.png"), plain["000001.png"])
+    assert 'IP-Adapter: "Model: ip-adapter_sdxl, Image: red.png, Weight: 1.0"' in text(run.dreams_dir / "000001.png")
+    shutil.copy(red, tmp_path / "red_copy.png")  # the same picture elsewhere: the same key (its content's hash)
+    assert keys(run, tiny(style_image=str(tmp_path / "red_copy.png"), style_image_scale=1.0)) == keys(run, styled)
+    painted = pixels(run.dreams_dir / "000001.png")
+    shutil.copy(blue, red)  # another picture at the same path: every dream is painted again
+    assert todo(run, styled) == NAMES
+    gen.generate(run, styled, models=models)
+    assert not np.array_equal(pixels(run.dreams_dir / "000001.png"), painted)
+    assert todo(run, tiny(style_image=str(red), style_image_scale=0.5)) == NAMES  # its weight is in the key too
+    _saver(run, styled)()
+    assert "style_image=" in status_report(run) and "3/3 dreams current" in status_report(run)
+    # morph's ends are these dreams: in-betweens take the same look
+    assert {m.a.name: m.a.key for m in mo.plan(run, styled)}["000001.png"] == keys(run, styled)["000001.png"]
+
+
+def test_a_bad_style_image_or_a_remote_backend_is_one_line(base: Path, tmp_path: Path, capsys) -> None:
+    run = copy(base, tmp_path)
+    picture, notes = tmp_path / "look.png", tmp_path / "notes.txt"
+    Image.new("RGB", (8, 8)).save(picture)
+    notes.write_text("not a picture", encoding="utf-8")
+    before = snapshot(run.root)
+    capsys.readouterr()
+    for args, words in [(("--style-image", tmp_path / "missing.png"), ["missing.png cannot be read"]),
+                        (("--style-image", notes), ["notes.txt is not a picture"]),
+                        (("--style-image", picture, "--backend", "replicate"),
+                         ["--backend replicate cannot paint with a style image"]),
+                        (("--style-image", picture, "--style-image-scale", 3), ["--style-image-scale", "0 to 2"])]:
+        one_line_error(cli("generate", run.root, *args), capsys.readouterr().err, *words)
+        assert snapshot(run.root) == before, args
+
+
+def test_replicate_paints_the_styled_prompt_with_the_pinned_seed(base: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_replicate import Server
+
+    server = Server()
+    try:
+        monkeypatch.setenv("REPLICATE_BASE_URL", server.url)
+        monkeypatch.setenv("REPLICATE_API_TOKEN", server.fake.token)
+        monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+        fake = server.reset()
+        run = copy(base, tmp_path)
+        df = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+        df["seed"] = ["", "12345", ""]
+        df.to_csv(run.prompts_csv, index=False)
+        gen.generate(run, tiny(style="ink drawing of {prompt}"), backend="replicate")
+        sent = {text for _kind, text in fake.created_for("paint")}
+        assert "ink drawing of a blue dog|12345|" in sent and "ink drawing of a red cat|1|" in sent, sent
+    finally:
+        server.stop()

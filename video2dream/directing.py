@@ -61,6 +61,15 @@ def image_hash(path: str) -> str:
     except OSError as e:
         raise UserError(f"--style-image {path} cannot be read ({e.strerror or e}); "
                         "give an existing image file") from None
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"--style-image {path} is not a picture Pillow can read ({e}); give a PNG or JPEG") from None
     return hashlib.sha256(data).hexdigest()[:16]
 
 

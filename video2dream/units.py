@@ -96,7 +96,15 @@ def painter_options(g: GenerateSettings) -> dict[str, Any]:
         out.update(refiner=g.refiner, refiner_switch=g.refiner_switch)
     if g.controlnet:
         out.update(controlnet=g.controlnet, control_scale=g.control_scale)
-    return out
+    return {**out, **style_image_params(g)}
+
+
+def style_image_params(g: GenerateSettings) -> dict[str, Any]:
+    """The style image's parameters (its path to read, its weight, its adapter, for the A1111 text)."""
+    if not g.style_image:
+        return {}
+    return {"style_image": g.style_image, "style_image_scale": g.style_image_scale,
+            "ip_adapter": g.ip_adapter_weight.rsplit(".", 1)[0]}
 
 
 def needs_source(g: GenerateSettings) -> bool:

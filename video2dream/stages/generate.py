@@ -243,6 +243,9 @@ def _option_fields(p: dict[str, Any]) -> dict[str, object]:
     if p.get("controlnet"):
         module, model = control_module(p["controlnet"])
         out["ControlNet 0"] = f"Module: {module}, Model: {short_name(model)}, Weight: {float(p['control_scale'])}"
+    if p.get("style_image"):  # as A1111's ControlNet extension names its ip-adapter units
+        out["IP-Adapter"] = f"Model: {p['ip_adapter']}, Image: {Path(p['style_image']).name}, " \
+                            f"Weight: {float(p['style_image_scale'])}"
     return out
 
 
