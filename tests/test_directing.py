@@ -293,3 +293,20 @@ def test_replicate_paints_the_styled_prompt_with_the_pinned_seed(base: Path, tmp
         assert "ink drawing of a blue dog|12345|" in sent and "ink drawing of a red cat|1|" in sent, sent
     finally:
         server.stop()
+
+
+def test_the_variants_strip_script_draws_and_measures(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    dest = tmp_path / "strip.png"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "variants_strip.py"), str(dest), "--variants", "2",
+                           "--size", "64", "--measure"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratio" in proc.stdout
+    with Image.open(dest) as im:
+        assert im.width > 3 * 64  # the dream and two candidates side by side
