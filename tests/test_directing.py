@@ -310,3 +310,44 @@ def test_the_variants_strip_script_draws_and_measures(tmp_path: Path) -> None:
     assert "ratio" in proc.stdout
     with Image.open(dest) as im:
         assert im.width > 3 * 64  # the dream and two candidates side by side
+
+
+def test_ray_paints_styles_style_images_and_variants_as_local_does(base: Path, tmp_path: Path,
+                                                                   models: ModelCache) -> None:
+    """The Ray actors run the local backend: the same pictures, byte for byte (batches of one, one thread)."""
+    import hashlib
+    import logging
+    import os
+
+    from video2dream.stages import variants as va
+
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    look = tmp_path / "look.png"
+    Image.new("RGB", (40, 40), (200, 150, 20)).save(look)
+    write = {"style": "ink {prompt}", "style_image": str(look), "style_image_scale": 0.8}
+    runs = {}
+    for backend in ("local", "ray"):
+        run = copy(base, tmp_path / backend)
+        write_styles(run, "shot 1,,blue,")
+        df = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+        df["seed"] = ["", "99", ""]
+        df.to_csv(run.prompts_csv, index=False)
+        runs[backend] = run
+    gen.generate(runs["local"], tiny(**write), models=models)
+    va.generate_variants(runs["local"], tiny(**write), 1, rows="2", models=models)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the actors' torch threads, as this process's: the same last bits
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        assert gen.generate(runs["ray"], tiny(**write), backend="ray").painted == NAMES
+        va.generate_variants(runs["ray"], tiny(**write), 1, rows="2", backend="ray")
+    finally:
+        ray.shutdown()
+        os.environ.pop("OMP_NUM_THREADS") if threads is None else os.environ.update(OMP_NUM_THREADS=threads)
+
+    def hashes(run: RunFolder) -> dict[str, str]:
+        return {str(p.relative_to(run.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for folder in ("dreams", "variants") for p in sorted((run.root / folder).glob("*.png"))}
+
+    assert hashes(runs["ray"]) == hashes(runs["local"]) and len(hashes(runs["local"])) == 4
