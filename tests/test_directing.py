@@ -351,3 +351,27 @@ def test_ray_paints_styles_style_images_and_variants_as_local_does(base: Path, t
                 for folder in ("dreams", "variants") for p in sorted((run.root / folder).glob("*.png"))}
 
     assert hashes(runs["ray"]) == hashes(runs["local"]) and len(hashes(runs["local"])) == 4
+
+
+def test_a_morphs_ends_are_the_styled_dreams(base: Path, tmp_path: Path, models: ModelCache) -> None:
+    """With a style, a range, a pinned seed and a style image, t=0 and t=1 paint exactly the dreams."""
+    from video2dream.models.painter import Ends
+
+    run = copy(base, tmp_path)
+    look = tmp_path / "look.png"
+    Image.new("RGB", (40, 40), (30, 200, 90)).save(look)
+    settings = tiny(style="ink {prompt}", style_image=str(look), style_image_scale=0.8)
+    write_styles(run, "1,2,neon {prompt},")
+    df = pd.read_csv(run.prompts_csv, dtype=str, keep_default_na=False)
+    df["seed"] = ["", "77", ""]
+    df.to_csv(run.prompts_csv, index=False)
+    gen.generate(run, settings, models=models)
+    jobs = {j.name: j for j in gen.plan(run, settings)[0]}
+    ja, jb = jobs["000001.png"], jobs["000002.png"]
+    painter = models.painter(settings)
+    with Image.open(look) as im:
+        painter.set_style(im.convert("RGB"), 0.8)
+    for t, dream in ((0.0, "000001.png"), (1.0, "000002.png")):
+        image = painter.paint_between(Ends([ja.prompt], [ja.negative_prompt], [ja.seed]),
+                                      Ends([jb.prompt], [jb.negative_prompt], [jb.seed]), [t], 64, 64, 2, 5.0)[0]
+        assert np.array_equal(np.asarray(image).astype(int), pixels(run.dreams_dir / dream)), t
