@@ -272,6 +272,11 @@ def test_a_bad_style_image_or_a_remote_backend_is_one_line(base: Path, tmp_path:
                         (("--style-image", picture, "--style-image-scale", 3), ["--style-image-scale", "0 to 2"])]:
         one_line_error(cli("generate", run.root, *args), capsys.readouterr().err, *words)
         assert snapshot(run.root) == before, args
+    # `run` refuses it before extract and before any caption is paid for
+    clip = make_clip(tmp_path / "c.mp4", "testsrc2=size=64x48:rate=10:duration=1")
+    one_line_error(cli("run", clip, "-o", tmp_path / "new", "--preset", "tiny", "--backend", "replicate",
+                       "--style-image", picture), capsys.readouterr().err, "cannot paint with a style image")
+    assert not (tmp_path / "new").exists()
 
 
 def test_replicate_paints_the_styled_prompt_with_the_pinned_seed(base: Path, tmp_path: Path,

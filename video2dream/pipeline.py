@@ -147,6 +147,10 @@ def _check_before_saving(settings: Settings) -> None:
     from .backends import key_part
 
     if key_part(settings.backend, "paint", settings):
+        if settings.generate.style_image:  # refused before `run` pays for a caption
+            from .directing import _local_only
+
+            _local_only(settings.backend, settings)
         return  # a remote service's models: no device, scheduler or LoRA of this machine's
     from .models.devices import check_device
     from .models.painter import _check_lora, _scheduler_class
