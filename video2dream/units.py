@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 
 KINDS = ("caption", "paint", "morph")
 STEP_NAME = re.compile(r"step_[0-9]{3,}\.png")  # a telephone chain's step picture
-# An in-between: its two keyframes' numbers and its place in their gap (000001-000002_01.png)
 # A frame's candidate of `generate --variants` (000012_01.png: frame 12's first), painted into variants/
 VARIANT_NAME = re.compile(r"[0-9]{6,}_[0-9]{2,}\.png")
+# An in-between: its two keyframes' numbers and its place in their gap (000001-000002_01.png)
 MORPH_NAME = re.compile(r"(?P<a>[0-9]{6,})-(?P<b>[0-9]{6,})_(?P<k>[0-9]{2,})\.png")
 
 
@@ -48,7 +48,7 @@ class Unit:
                 raise ValueError(f"morph unit name {self.name!r} is not an in-between's (000001-000002_01.png)")
         elif not (FRAME_NAME.fullmatch(self.name) or STEP_NAME.fullmatch(self.name)
                   or (self.kind == "paint" and VARIANT_NAME.fullmatch(self.name))):
-            raise ValueError(f"unit name {self.name!r} is neither a frame's nor a telephone step's")
+            raise ValueError(f"unit name {self.name!r} is neither a frame's, a variant's nor a telephone step's")
         self.inputs = tuple(self.inputs)
         for p in self.inputs:
             path = PurePosixPath(p)
