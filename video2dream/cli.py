@@ -66,6 +66,18 @@ INTERROGATE: list[Option] = [
      "forbid repeating n-grams of this size (default 2)"),
 ]
 INTERROGATE_BATCH: Option = (("--batch-size",), "interrogate.batch_size", int, "frames per caption batch (default 4)")
+# The look of every dream (styles.py; styles.csv in the run folder styles ranges and shots).
+DIRECTING: list[Option] = [
+    (("--style",), "generate.style", str,
+     "the look of every dream: a template with {prompt} for the row's words, or text appended (none: off)"),
+    (("--negative-style",), "generate.negative_style", str,
+     "the same for every negative prompt: a template with {prompt}, or text appended (none: off)"),
+    (("--style-image",), "generate.style_image", str,
+     "an image whose look every dream takes (IP-Adapter; none: off)"),
+    (("--style-image-scale",), "generate.style_image_scale", float, "the style image's weight, 0-2 (default 0.6)"),
+    (("--ip-adapter",), "generate.ip_adapter", str,
+     "the IP-Adapter's id or folder of --style-image (default h94/IP-Adapter)"),
+]
 GENERATE: list[Option] = [
     (("--model",), "generate.model", str, "SDXL model id or folder"),
     (("--steps",), "generate.steps", int, "denoising steps (default 30)"),
@@ -101,6 +113,7 @@ GENERATE: list[Option] = [
     (("--control-scale",), "generate.control_scale", float, "the ControlNet's weight, 0-2 (default 0.5)"),
     (("--depth-model",), "generate.depth_model", str,
      "the depth estimator of --controlnet depth (default Intel/dpt-hybrid-midas)"),
+    *DIRECTING,
 ]
 GENERATE_BATCH: Option = (("--batch-size",), "generate.batch_size", int, "frames per pipeline call (default 1)")
 ASSEMBLE: list[Option] = [
@@ -143,6 +156,7 @@ TELEPHONE_GENERATE: list[Option] = [
     else (flags, path, kind, text)
     for flags, path, kind, text in GENERATE
     if path != "generate.color_coherence"  # a chain's step has no source frame to match
+    and (flags, path, kind, text) not in DIRECTING  # the chain paints its captions as they are
 ]
 MODELS: list[Option] = [
     (("--device",), "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
@@ -168,6 +182,7 @@ EXAMPLES = {
     "assemble": "video2dream assemble runs/clip --transition crossfade --side-by-side",
     "mux-audio": "video2dream mux-audio runs/clip song.wav",
     "status": "video2dream status runs/clip",
+    "pick": "video2dream pick runs/clip 12 3",
     "run": "video2dream run clip.mp4 -o runs/clip --preset tiny",
     "telephone": "video2dream telephone cover.jpg -o runs/cover --steps 12 --stop-at-fixed-point",
     "studio": "video2dream studio runs/clip --open",
@@ -295,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(p, GENERATE + [GENERATE_BATCH] + MODELS)
     _add_config(p)
     p.add_argument("--force", action="store_true", help="paint every dream again")
+    p.add_argument("--variants", type=int, metavar="K",
+                   help="paint K candidates of each frame's dream into RUN_DIR/variants (dreams/ untouched); "
+                        "make one the dream with `video2dream pick`")
+    p.add_argument("--rows", metavar="LIST", help="with --variants: only these frames, by number (12,15-18)")
 
     p = _command(sub, "morph", "paint the in-betweens that morph each dream into the next (for --transition morph)")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -318,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "mux-audio", "add or replace the soundtrack of RUN_DIR/dream.mp4 (no re-encode)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("source", metavar="SOURCE", help="an audio or video file; its first audio stream is used")
+
+    p = _command(sub, "pick", "make candidate N of `generate --variants` FRAME's dream (its seed pinned in "
+                 "prompts.csv; nothing repainted)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("frame", metavar="FRAME", help="the frame's number (12) or name (000012.png)")
+    p.add_argument("number", metavar="N", type=int, help="the candidate, counted from 1")
 
     p = _command(sub, "status", "show what each stage has done, and what is stale or missing")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -448,8 +473,10 @@ def dispatch(args: argparse.Namespace) -> int:
         with run.lock():
             pipeline.do_mux_audio(run, args.source)
         return 0
-    if args.command in ("interrogate", "generate", "morph", "assemble"):
+    if args.command in ("interrogate", "generate", "morph", "assemble", "pick"):
         run.require()  # before the lock, which would create the folder
+    if args.command == "generate" and args.rows is not None and args.variants is None:
+        raise UserError("--rows chooses the frames of --variants; add --variants K")
     if args.command == "assemble" and args.round is not None and getattr(args, "set:assemble.source"):
         raise UserError("give --round or --from, not both")
     settings = settings_for(run, args)
@@ -468,6 +495,10 @@ def _call(args: argparse.Namespace, run: RunFolder, settings: Settings) -> None:
     if args.command in ("extract", "run", "telephone"):
         do = {"extract": pipeline.do_extract, "run": pipeline.do_run, "telephone": pipeline.do_telephone}
         do[args.command](run, settings, args.video, force=args.force)
+    elif args.command == "pick":
+        pipeline.do_pick(run, settings, args.frame, args.number)
+    elif args.command == "generate" and args.variants is not None:
+        pipeline.do_variants(run, settings, args.variants, args.rows, force=args.force)
     elif args.command == "assemble":
         pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid)
     else:

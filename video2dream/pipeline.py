@@ -74,6 +74,24 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
         f"{r.up_to_date} up to date -> {run.dreams_dir}")
 
 
+def do_variants(run: RunFolder, settings: Settings, count: int, rows: str | None = None, force: bool = False) -> None:
+    from .models.devices import free_memory
+    from .stages.variants import generate_variants, variants_dir
+
+    r = generate_variants(run, settings, count, rows, force=force, on_ready=_saver(run, settings),
+                          backend=settings.backend)
+    free_memory()
+    say(f"generate: {len(r.painted)} candidate(s) painted, {r.up_to_date} up to date ({count} for each of "
+        f"{r.frames} frame(s)) -> {variants_dir(run)}; make one a dream with `video2dream pick {run.root} FRAME N`")
+
+
+def do_pick(run: RunFolder, settings: Settings, frame: str, number: int) -> None:
+    from .stages.variants import pick
+
+    name = pick(run, settings, frame, number)
+    say(f"pick: candidate {number} is now {run.dreams_dir / name} (its seed pinned in {run.prompts_csv.name})")
+
+
 def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.morph import morph
@@ -153,6 +171,10 @@ def _check_before_saving(settings: Settings) -> None:
     from .backends import key_part
 
     if key_part(settings.backend, "paint", settings):
+        if settings.generate.style_image:  # refused before `run` pays for a caption
+            from .directing import _local_only
+
+            _local_only(settings.backend, settings)
         return  # a remote service's models: no device, scheduler or LoRA of this machine's
     from .models.devices import check_device
     from .models.paths import check_model_paths

@@ -31,14 +31,15 @@ TMP_DIR = "tmp"  # .video2dream/tmp/: every temporary of a run folder, and nothi
 # What the tool makes at the top of a run folder (a video's, or an image's telephone chain); nothing
 # else there is the tool's to delete, clean up or refuse. ASCII digits only: `\d` would also claim
 # a user's dreams_r٠١/ (Arabic-Indic digits).
-OWN_DIRS = re.compile(r"frames|dreams(_r[0-9]{2,})?|morphs")
+OWN_DIRS = re.compile(r"frames|dreams(_r[0-9]{2,})?|morphs|variants")  # variants: generate --variants
 OWN_FILES = re.compile(r"frames\.csv|prompts(_r[0-9]{2,})?(_orphaned)?\.csv|truncated\.csv|settings\.yaml"
                        r"|drift\.(csv|png)"
                        r"|refused\.csv"  # --backend replicate: frames its content filter refused
                        r"|dream(_r[0-9]{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4"
                        r"|chain\.(csv|mp4)|chain_strip\.png|index_strip\.png|step_[0-9]{3,}\.png")
-# The pictures in frames/, dreams*/ and morphs/: frames and dreams, and in-betweens (A-B_K.png).
-OWN_PICTURES = re.compile(r"[0-9]{6,}\.png|[0-9]{6,}-[0-9]{6,}_[0-9]+\.png")
+# The pictures in frames/, dreams*/, morphs/ and variants/: frames and dreams, in-betweens (A-B_K.png),
+# candidates (N_K.png).
+OWN_PICTURES = re.compile(r"[0-9]{6,}\.png|[0-9]{6,}-[0-9]{6,}_[0-9]+\.png|[0-9]{6,}_[0-9]+\.png")
 # The temporaries' form before .video2dream/tmp/ (STEM.tmp-8HEX[.SUFFIX] beside their file), still
 # made beside a file on another file system than the run folder's. Cleaned up only as files, only
 # where STEM[.SUFFIX] is a name of the tool's in that folder: a user's notes.tmp-deadbeef.txt or

@@ -79,6 +79,8 @@ def inactive_tags(g: GenerateSettings) -> tuple[str, ...]:
         off.append("controlnet")
     if not g.controlnet or control_module(g.controlnet)[0] != "depth":
         off.append("depth")
+    if not g.style_image:
+        off.append("style_image")
     return tuple(off)
 
 
@@ -143,6 +145,15 @@ class GenerateSettings:
     controlnet: str | None = setting(None, KEY, new_if_unset=True)  # canny, depth, [MODULE:]ID_OR_PATH
     control_scale: float = setting(0.5, KEY, tags=("controlnet",))  # in keys only with a ControlNet
     depth_model: str = setting("Intel/dpt-hybrid-midas", KEY, tags=("depth",))  # for --controlnet depth
+    # the look of every dream (styles.py): a template with {prompt}, or text appended; the rows stay as written
+    style: str | None = setting(None, KEY, new_if_unset=True)
+    negative_style: str | None = setting(None, KEY, new_if_unset=True)
+    # an image whose look every dream takes (IP-Adapter); hashed per unit as its content's hash
+    style_image: str | None = setting(None, PER_UNIT, new_if_unset=True)
+    style_image_scale: float = setting(0.6, KEY, tags=("style_image",))  # in keys only with a style image
+    ip_adapter: str = setting("h94/IP-Adapter", KEY, tags=("style_image",))  # id or folder
+    ip_adapter_subfolder: str = setting("sdxl_models", KEY, tags=("style_image",))
+    ip_adapter_weight: str = setting("ip-adapter_sdxl.safetensors", KEY, tags=("style_image",))
 
 
 @dataclass
@@ -420,7 +431,8 @@ def normalize(s: Settings) -> None:
         g.strength = None
     g.width = g.width or None
     g.height = g.height or None
-    for name in ("scheduler", "lora", "vae", "preview_vae", "refiner", "prompt_weighting", "controlnet"):
+    for name in ("scheduler", "lora", "vae", "preview_vae", "refiner", "prompt_weighting", "controlnet",
+                 "style", "negative_style", "style_image"):
         value = getattr(g, name)
         if value is not None and value.strip().lower() in ("", "none", "default"):
             setattr(g, name, None)
@@ -447,7 +459,7 @@ def _absolute_paths(s: Settings) -> None:
     arch, sep, pretrained = i.clip_model.partition("/")
     if sep and _exists(pretrained) and Path(pretrained).expanduser().is_file():  # NAME/PRETRAINED: a weights file
         i.clip_model = f"{arch}/{_absolute(pretrained)}"
-    for name in ("model", "vae", "preview_vae", "refiner", "depth_model"):
+    for name in ("model", "vae", "preview_vae", "refiner", "depth_model", "style_image", "ip_adapter"):
         if getattr(g, name):
             setattr(g, name, _absolute(getattr(g, name)))
     if g.lora:
@@ -500,6 +512,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("generate.batch_size", _within(1, 64), "from 1 to 64 frames"),
     ("generate.refiner_switch", lambda v: 0 < v < 1, "between 0 and 1 (the part of the denoising the base does)"),
     ("generate.control_scale", _within(0, 2), "from 0 to 2 (the ControlNet's weight)"),
+    ("generate.style_image_scale", _within(0, 2), "from 0 to 2 (the style image's weight)"),
     ("assemble.out_fps", _within(1, 240), "from 1 to 240 frames per second"),
     ("assemble.crf", _within(0, 51), "from 0 (lossless) to 51 (x264's range)"),
     ("morph.inbetweens", _within(0, 1000, none_ok=True),

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 KINDS = ("caption", "paint", "morph")
 STEP_NAME = re.compile(r"step_[0-9]{3,}\.png")  # a telephone chain's step picture
+# A frame's candidate of `generate --variants` (000012_01.png: frame 12's first), painted into variants/
+VARIANT_NAME = re.compile(r"[0-9]{6,}_[0-9]{2,}\.png")
 # An in-between: its two keyframes' numbers and its place in their gap (000001-000002_01.png)
 MORPH_NAME = re.compile(r"(?P<a>[0-9]{6,})-(?P<b>[0-9]{6,})_(?P<k>[0-9]{2,})\.png")
 
@@ -44,8 +46,9 @@ class Unit:
         if self.kind == "morph":
             if not MORPH_NAME.fullmatch(self.name):
                 raise ValueError(f"morph unit name {self.name!r} is not an in-between's (000001-000002_01.png)")
-        elif not (FRAME_NAME.fullmatch(self.name) or STEP_NAME.fullmatch(self.name)):
-            raise ValueError(f"unit name {self.name!r} is neither a frame's nor a telephone step's")
+        elif not (FRAME_NAME.fullmatch(self.name) or STEP_NAME.fullmatch(self.name)
+                  or (self.kind == "paint" and VARIANT_NAME.fullmatch(self.name))):
+            raise ValueError(f"unit name {self.name!r} is neither a frame's, a variant's nor a telephone step's")
         self.inputs = tuple(self.inputs)
         for p in self.inputs:
             path = PurePosixPath(p)
@@ -93,7 +96,15 @@ def painter_options(g: GenerateSettings) -> dict[str, Any]:
         out.update(refiner=g.refiner, refiner_switch=g.refiner_switch)
     if g.controlnet:
         out.update(controlnet=g.controlnet, control_scale=g.control_scale)
-    return out
+    return {**out, **style_image_params(g)}
+
+
+def style_image_params(g: GenerateSettings) -> dict[str, Any]:
+    """The style image's parameters (its path to read, its weight, its adapter, for the A1111 text)."""
+    if not g.style_image:
+        return {}
+    return {"style_image": g.style_image, "style_image_scale": g.style_image_scale,
+            "ip_adapter": g.ip_adapter_weight.rsplit(".", 1)[0]}
 
 
 def needs_source(g: GenerateSettings) -> bool:

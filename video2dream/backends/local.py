@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 # Parameters a batch shares (one model call takes them once); the rest may differ per unit.
 SHARED = {"paint": ("width", "height", "steps", "guidance", "strength", "controlnet", "control_scale",
-                   "refiner", "refiner_switch"),
-          "morph": ("width", "height", "steps", "guidance", "strength"),
+                   "refiner", "refiner_switch", "style_image", "style_image_scale"),
+          "morph": ("width", "height", "steps", "guidance", "strength", "style_image", "style_image_scale"),
           "caption": ("min_length", "max_length", "num_beams", "no_repeat_ngram_size", "mode")}
 
 
@@ -68,6 +68,7 @@ class LocalBackend(Backend):
         p = batch[0].params
         frames = _open(root, [u.inputs[0] for u in batch]) if p["strength"] or p.get("controlnet") else None
         options = {k: p[k] for k in ("control_scale", "refiner_switch") if p.get(k) is not None}
+        _set_style(painter, p)
         images = painter.paint([u.params["prompt"] for u in batch], [u.params["negative_prompt"] for u in batch],
                                [u.params["seed"] for u in batch], p["width"], p["height"], p["steps"],
                                p["guidance"], strength=p["strength"], init_images=frames if p["strength"] else None,
@@ -80,6 +81,7 @@ class LocalBackend(Backend):
 
         painter = self._get("morph", settings)
         p = batch[0].params
+        _set_style(painter, p)
         ends = []
         for side in (0, 1):
             params = [u.params if side == 0 else u.params["b"] for u in batch]
@@ -115,6 +117,12 @@ def _check_morph(settings: Settings) -> None:
         raise UserError(f"in-betweens walk SDXL's base alone, so they cannot start and end on dreams painted with "
                         f"{', '.join(on)}; paint the dreams without {'it' if len(on) == 1 else 'them'} (`none`), "
                         "or use --transition crossfade or flow")
+
+
+def _set_style(painter: Any, p: dict[str, Any]) -> None:
+    """The batch's style image (--style-image; an absolute path), or none."""
+    image = _open(Path("/"), [p["style_image"]])[0] if p.get("style_image") else None
+    painter.set_style(image, p.get("style_image_scale"))
 
 
 def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:

@@ -132,12 +132,13 @@ class ModelCache:
                         ("SDXL refiner", g.refiner), ("ControlNet", control), ("depth model", depth))
         from .painter import Painter
 
+        adapter = (g.ip_adapter, g.ip_adapter_subfolder, g.ip_adapter_weight) if g.style_image else None
         key = (g.model, g.scheduler, g.lora, g.vae, g.preview_vae, g.compile, g.refiner, g.prompt_weighting,
-               g.controlnet, depth, settings.device, settings.dtype)
+               g.controlnet, depth, settings.device, settings.dtype, adapter)
         return self._get("painter", key, lambda: Painter(
             g.model, settings.device, settings.dtype, scheduler=g.scheduler, lora=g.lora, vae=g.vae,
             preview_vae=g.preview_vae, compile=g.compile, refiner=g.refiner, prompt_weighting=g.prompt_weighting,
-            controlnet=g.controlnet, depth_model=depth))
+            controlnet=g.controlnet, depth_model=depth, ip_adapter=adapter))
 
     def clear(self) -> None:
         from .devices import free_memory

@@ -28,6 +28,7 @@ TINY_MODELS: dict[str, tuple[str, str]] = {
     "tiny:sdxl-refiner": ("video2dream.models.tiny_sdxl", "build_tiny_refiner"),  # for --refiner
     "tiny:controlnet-sdxl": ("video2dream.models.tiny_sdxl", "build_tiny_controlnet"),  # for --controlnet
     "tiny:dpt": ("video2dream.models.tiny_sdxl", "build_tiny_dpt"),  # for --controlnet depth
+    "tiny:ip-adapter": ("video2dream.models.ip_adapter", "build_tiny_ip_adapter"),  # for --style-image
     "tiny:blip": ("video2dream.models.tiny", "build_tiny_blip"),
     "tiny:clip": ("video2dream.models.tiny", "build_tiny_clip"),
 }

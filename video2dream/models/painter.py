@@ -172,7 +172,8 @@ class Painter:
                  scheduler: str | None = None, lora: str | None = None,
                  vae: str | None = None, preview_vae: str | None = None, compile: bool = False,
                  tune: bool | None = None, refiner: str | None = None, prompt_weighting: str | None = None,
-                 controlnet: str | None = None, depth_model: str | None = None) -> None:
+                 controlnet: str | None = None, depth_model: str | None = None,
+                 ip_adapter: tuple[str, str, str] | None = None) -> None:
         """preview_vae: an AutoencoderTiny (TAESD, e.g. madebyollin/taesdxl) decodes instead of
         the model's VAE: much faster, a little softer. compile: torch.compile the UNet (the first
         batch, and each new batch size or image size, pays the compile). tune: channels_last and
@@ -223,6 +224,12 @@ class Painter:
             pipe.scheduler = self._make_scheduler(pipe, scheduler)
         if lora:
             self._load_lora(pipe, lora)
+        if ip_adapter:  # (id or folder, subfolder, weight): the style image's adapter (models/ip_adapter.py)
+            from .ip_adapter import load_ip_adapter
+
+            load_ip_adapter(pipe, *ip_adapter)
+        self.ip_adapter = ip_adapter
+        self.style_image: Any = None  # set_style: the image every call of a batch takes its look from
         self.pipe = pipe.to(self.device)
         self.tuned = self.device.type == "cuda" if tune is None else tune
         if self.tuned:
@@ -352,6 +359,17 @@ class Painter:
 
     # -- painting ------------------------------------------------------------------------------
 
+    def set_style(self, image: Any, scale: float | None) -> None:
+        """The style image (and its weight) of the next calls: with an IP-Adapter loaded, one is needed."""
+        if image is not None and not self.ip_adapter:
+            raise ValueError("a style image needs a painter loaded with an IP-Adapter")
+        self.style_image = image
+        if image is not None:
+            self.pipe.set_ip_adapter_scale(float(scale if scale is not None else 0.6))
+
+    def _style_args(self) -> dict[str, Any]:
+        return {"ip_adapter_image": self.style_image} if self.style_image is not None else {}
+
     def _shared(self) -> dict[str, Any]:
         return dict(force_zeros_for_empty_prompt=self.pipe.config.force_zeros_for_empty_prompt,
                     add_watermarker=getattr(self.pipe, "watermark", None) is not None)
@@ -479,7 +497,7 @@ class Painter:
 
         args: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance, generator=generators(),
                                     output_type="latent" if self.refiner is not None else "pil", **text,
-                                    **self._tracer("base"))
+                                    **self._tracer("base"), **self._style_args())
         if self.refiner is not None:
             args["denoising_end"] = switch
         if strength is not None:
@@ -604,7 +622,7 @@ class Painter:
             args: dict[str, Any] = dict(
                 prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], pooled_prompt_embeds=embeds[2],
                 negative_pooled_prompt_embeds=embeds[3], num_inference_steps=steps, guidance_scale=guidance,
-                output_type="pil", width=width, height=height)
+                output_type="pil", width=width, height=height, **self._style_args())
             images = [im if t < 0.5 else ib for im, ib, t in zip(init_a or [], init_b or [], ts, strict=False)]
             return self._call(start, args, strength, images or None)
 

@@ -74,7 +74,7 @@ def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool
 # What a run folder holds that was made from its video; --force with another video removes it all,
 # so no prompt, dream or video of the old one can pass for the new one's. Exactly the names the tool
 # makes: a user's dreams_review/ or dreamy_song.mp4 is not one of them (nor dreams_r٠١/: ASCII digits).
-DERIVED = re.compile(r"prompts(_r[0-9]{2,})?\.csv|truncated\.csv|refused\.csv|dreams(_r[0-9]{2,})?|morphs"
+DERIVED = re.compile(r"prompts(_r[0-9]{2,})?\.csv|truncated\.csv|refused\.csv|dreams(_r[0-9]{2,})?|morphs|variants"
                      r"|dream(_r[0-9]{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4|drift\.(csv|png)")
 
 

@@ -61,10 +61,11 @@ def dream_size(run: RunFolder, settings: Settings) -> tuple[int, int]:
     return generation_size(int(done["width"]), int(done["height"]), g.pixels)
 
 
-def plan(run: RunFolder, settings: Settings,
-         backend: str | Backend | None = None) -> tuple[list[Job], tuple[int, int]]:
+def plan(run: RunFolder, settings: Settings, backend: str | Backend | None = None,
+         seeds: dict[str, int] | None = None) -> tuple[list[Job], tuple[int, int]]:
     """One job per frame, with the key its dream must carry; strict checks of prompts.csv.
-    backend: where the dreams are painted (default settings.backend): a remote one adds its part."""
+    backend: where the dreams are painted (default settings.backend): a remote one adds its part.
+    seeds: frame name -> a seed to paint it with instead (a variant's; stages/variants.py)."""
     run.require()
     frames = read_frames(run.frames_csv)
     names = frames["filename"].tolist()
@@ -92,16 +93,27 @@ def plan(run: RunFolder, settings: Settings,
     # per-unit settings (seed, negative prompt, size) are hashed per job below
     shared = key_fields(g, without=inactive_tags(g))
     remote = _key_part(backend or settings.backend, "paint", settings)  # empty for local: keys as before
+    direct = directing(run, settings, frames, df, backend)
     jobs = []
     for n in names:
         index = int(Path(n).stem) if Path(n).stem.isdigit() else names.index(n) + 1
-        seed = seed_for(g, index)
-        negative = merge_negative(str(rows[n].negative_prompt), g)
+        seed = direct.seeds.get(n, seed_for(g, index))  # a row's pinned seed wins over the rule
+        seed = (seeds or {}).get(n, seed)
+        # the words as painted: the row's, then --style, then styles.csv's ranges at the frame's time
+        own_negative = merge_negative(str(rows[n].negative_prompt), g)
+        prompt, negative, applied = direct.styled(n, str(rows[n].prompt), own_negative)
         source = (extract_key, n) if needs_source(g) else None  # img2img and ControlNet also depend on the frame
-        key = stable_hash(rows[n].prompt, negative, seed, shared, width, height, source, settings.dtype,
-                          *([remote] if remote else []))
-        jobs.append(Job(n, index, str(rows[n].prompt), negative, seed, key))
+        # parts added only when on: a dream made without them keeps its key
+        extra = ([remote] if remote else []) + ([{"styles": applied}] if applied else []) + direct.image_part
+        key = stable_hash(prompt, negative, seed, shared, width, height, source, settings.dtype, *extra)
+        jobs.append(Job(n, index, prompt, negative, seed, key))
     return jobs, (width, height)
+
+
+def directing(run: RunFolder, settings: Settings, frames: Any, df: Any, backend: str | Backend | None) -> Any:
+    from ..directing import Directing
+
+    return Directing.read(run, settings, frames, df, backend or settings.backend)
 
 
 def _check_moments(run: RunFolder, rows: dict, times: dict[str, float]) -> None:
@@ -241,6 +253,9 @@ def _option_fields(p: dict[str, Any]) -> dict[str, object]:
     if p.get("controlnet"):
         module, model = control_module(p["controlnet"])
         out["ControlNet 0"] = f"Module: {module}, Model: {short_name(model)}, Weight: {float(p['control_scale'])}"
+    if p.get("style_image"):  # as A1111's ControlNet extension names its ip-adapter units
+        out["IP-Adapter"] = f"Model: {p['ip_adapter']}, Image: {Path(p['style_image']).name}, " \
+                            f"Weight: {float(p['style_image_scale'])}"
     return out
 
 

@@ -25,7 +25,7 @@ from ..progress import progress_bar, say
 from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
 from ..tables import read_frames
-from ..units import Unit, paint_params
+from ..units import Unit, paint_params, style_image_params
 from . import generate as gen
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ def to_units(run: RunFolder, settings: Settings, todo: list[Inbetween], size: tu
     units = []
     for m in todo:
         params = paint_params(m.a.prompt, m.a.negative_prompt, m.a.seed, size, g.steps, g.guidance,
-                              g.strength, g.lora)
+                              g.strength, g.lora, options=style_image_params(g))
         params["t"] = m.t
         params["b"] = {"prompt": m.b.prompt, "negative_prompt": m.b.negative_prompt, "seed": m.b.seed}
         # A1111's own names where they mean the same: its variation seed is a slerp of two noises.

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..runfolder import RunFolder, write_bytes, write_text
+from ..runfolder import OWN_PICTURES, RunFolder, write_bytes, write_text
 from ..tables import FRAME_NAME
 
 # The files the page may serve: a picture folder's frame, or one of the top-level outputs.
-PICTURE_DIRS = re.compile(r"frames|dreams(_r\d{2,})?|morphs")
-TOP_FILES = re.compile(r"dream(_r\d{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4|chain\.mp4"
-                       r"|chain_strip\.png|index_strip\.png|drift\.png|step_\d{3,}\.png")
+PICTURE_DIRS = re.compile(r"frames|dreams(_r[0-9]{2,})?|morphs|variants")
+TOP_FILES = re.compile(r"dream(_r[0-9]{2,})?(_side_by_side)?\.mp4|dream_grid\.mp4|chain\.mp4"
+                       r"|chain_strip\.png|index_strip\.png|drift\.png|step_[0-9]{3,}\.png")
 THUMBS = "thumbs"
 THUMB_HEIGHT = 72
 
@@ -29,12 +29,12 @@ class NotServed(UserError):
 
 
 def own_file(run: RunFolder, relpath: str) -> Path:
-    """The file for relpath, only if it is one of the tool's own names in the folder (FOLDER/NNNNNN.png
-    or a top-level output), no part of it a symbolic link, and a regular file."""
+    """The file for relpath, only if it is one of the tool's own names in the folder (FOLDER/NNNNNN.png,
+    an in-between or a candidate, or a top-level output), no part of it a symbolic link, and a regular file."""
     parts = relpath.split("/")
     if len(parts) == 1 and TOP_FILES.fullmatch(parts[0]):
         chain = [parts[0]]
-    elif len(parts) == 2 and PICTURE_DIRS.fullmatch(parts[0]) and FRAME_NAME.fullmatch(parts[1]):
+    elif len(parts) == 2 and PICTURE_DIRS.fullmatch(parts[0]) and OWN_PICTURES.fullmatch(parts[1]):
         chain = parts
     else:
         raise NotServed(f"{relpath[:80]!r} is not a file of the run folder")
