@@ -258,7 +258,9 @@ def test_a_style_image_changes_the_dreams_and_their_keys(base: Path, tmp_path: P
     assert {m.a.name: m.a.key for m in mo.plan(run, styled)}["000001.png"] == keys(run, styled)["000001.png"]
 
 
-def test_a_bad_style_image_or_a_remote_backend_is_one_line(base: Path, tmp_path: Path, capsys) -> None:
+def test_a_bad_style_image_or_a_remote_backend_is_one_line(base: Path, tmp_path: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_test")  # the token is checked first; no request is made
     run = copy(base, tmp_path)
     picture, notes = tmp_path / "look.png", tmp_path / "notes.txt"
     Image.new("RGB", (8, 8)).save(picture)
