@@ -195,7 +195,9 @@ def to_row(result: Painted | Caption) -> dict[str, Any]:
 
 
 def from_row(kind: str, row: dict[str, Any]) -> Painted | Caption:
-    if kind in ("paint", "morph"):  # a dream or an in-between
+    from ..units import KINDS
+
+    if KINDS[kind].result == "Painted":  # a dream or an in-between
         from PIL import Image
 
         size = (int(row["width"]), int(row["height"]))
@@ -263,7 +265,7 @@ class RayBackend(Backend):
         actors, cpus, gpus = pool_shape(ray, settings, len(units))
         say(f"ray: {len(units)} unit(s) on {actors} actor(s) ({'1 GPU' if gpus else f'{cpus:g} CPU'} each)")
         by_name = {u.name: u for u in units}
-        size = settings.interrogate.batch_size if kind == "caption" else settings.generate.batch_size
+        size = units[0].spec.batch_size(settings)
         ds = ray.data.from_items([{"unit": json.dumps(u.to_json())} for u in units],
                                  override_num_blocks=len(units))  # a block per unit: any actor may take it
         ds = _map(ray, ds, settings, str(root), kind, size, actors, cpus, gpus)

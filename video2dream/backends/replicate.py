@@ -520,7 +520,7 @@ def _check_supported(units: list[Unit], settings: Settings) -> None:
 def _check_dreams(root: Path, units: list[Unit]) -> None:
     """FILM interpolates the two dreams themselves: each must be there and current (the one the
     in-between's key names), or the in-betweens would show the old pictures under new keys."""
-    from ..stages.generate import is_current
+    from ..stages.engine import is_current
 
     checked: dict[str, bool] = {}
     for u in units:
