@@ -8,6 +8,7 @@ by name (backends.get("NAME")), its module imported on first use.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +55,7 @@ class Backend(ABC):
     name = ""
     runs_here = True
     unit_kinds: frozenset[str] = frozenset(("caption", "paint", "morph"))
+    drop_hints: dict[str, str] = {}  # setting path -> what to do instead, for a setting it does not honour
 
     @classmethod
     def honours(cls, kind: str, settings: Settings) -> frozenset[str]:
@@ -70,14 +72,14 @@ class Backend(ABC):
         from ..units import KINDS
 
         if kind not in cls.unit_kinds:
-            raise SettingError("backend", f"'{cls.name}' does not make {KINDS[kind].makes}",
-                               "use --backend local")
+            raise SettingError("backend", f"'{cls.name}' does not make {KINDS[kind].makes}", "use {backend} local")
         honoured = cls.honours(kind, settings)
         for path, on in KINDS[kind].optional.items():
             if on(settings) and path not in honoured:
+                hint = cls.drop_hints.get(path, f"leave out {{{path}}} (none)")
                 raise SettingError(path, f"is not applied by {{backend}} {cls.name}: the pictures would be made "
-                                   "without it", f"leave out {{{path}}} (none), or use {{backend}} local",
-                                   also=("backend",))
+                                   "without it", f"{hint}, or use {{backend}} local",
+                                   also=("backend", *re.findall(r"\{([\w.]+)\}", hint)))
 
     def __init__(self, models: ModelCache | None = None) -> None:
         self.models = models

@@ -1,8 +1,9 @@
 """The Ray backend: units run on a Ray cluster (several GPUs in one box, or many machines).
 
-The units become a Ray Dataset; `map_batches` runs them through an actor class that builds a
-LocalBackend once (its models load once per actor, one actor per GPU) and runs each batch through
-the same code as `--backend local`, so the pictures and prompts are the same. The actors send their
+The units go in batches to a pool of actors (one per GPU), each of which builds a LocalBackend once
+(its models load once per actor) and runs each batch through the same code as `--backend local`, so
+the pictures and prompts are the same. The pool of a unit kind lives for the whole command: a
+telephone chain's steps, a video's rounds reuse its actors and their loaded models. The actors send their
 results back as plain data (raw pixels, texts); this process (the driver) commits them as they
 arrive and holds the run folder's lock: the one writer stays the one writer, prompts.csv is never
 written by two processes, and a worker killed mid-unit leaves nothing half written (Ray restarts
@@ -15,6 +16,7 @@ every node must see the run folder at the same path (checked before any unit run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -154,12 +156,13 @@ class WorkerError(Exception):
 
 
 class UnitWorker:
-    """The actor: one LocalBackend (its models loaded once), a batch of units per call."""
+    """The actor: one LocalBackend (its models loaded once, and again only when a call's settings
+    name other models), a batch of units per call. It lives for the whole command (see _POOLS)."""
 
-    def __init__(self, settings: Settings, root: str, kind: str) -> None:
+    def __init__(self, settings: Settings, kind: str) -> None:
         from .local import LocalBackend
 
-        self.settings, self.root = settings, Path(root)
+        self.kind = kind
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.backend = LocalBackend()
         self.failed: str | None = None
@@ -170,19 +173,54 @@ class UnitWorker:
             # retried and reported by Ray with tracebacks on the command's stderr.
             self.failed = f"on {self.name}: {e}"
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+    def run(self, texts: list[str], settings: Settings, root: str) -> list[dict[str, Any]]:
         if self.failed:
             raise WorkerError(self.failed)
-        units = [Unit.from_json(json.loads(text)) for text in batch["unit"]]
-        out: dict[str, list] = {}
+        units = [Unit.from_json(json.loads(text)) for text in texts]
+        out: list[dict[str, Any]] = []
         try:
-            for done in self.backend.execute(self.root, units, self.settings):
-                for unit, result in done:
-                    for column, value in {"name": unit.name, "worker": self.name, **to_row(result)}.items():
-                        out.setdefault(column, []).append(value)
+            self.backend.load(self.kind, settings)  # the model cache's: loads only other models
+            for done in self.backend.execute(Path(root), units, settings):
+                out += [{"name": unit.name, "worker": self.name, **to_row(result)} for unit, result in done]
         except UserError as e:
             raise WorkerError(f"on {self.name}: {e}") from None
         return out
+
+
+# One pool of actors per unit kind for the whole command (a telephone chain's steps, a video's
+# rounds): their models load once. pipeline.library_call releases them when the command ends.
+_POOLS: dict[str, tuple[tuple[float, float], list[Any]]] = {}
+
+
+def _actors(ray: Any, settings: Settings, kind: str, count: int, cpus: float, gpus: float) -> list[Any]:
+    """count actors of kind's pool (made now if there are fewer, or none of this shape)."""
+    shape, actors = _POOLS.get(kind, ((cpus, gpus), []))
+    if shape != (cpus, gpus):
+        _release(ray, actors)
+        actors = []
+    worker = ray.remote(UnitWorker).options(num_cpus=cpus, num_gpus=gpus or None, max_restarts=RETRIES,
+                                            max_task_retries=RETRIES)
+    actors += [worker.remote(settings, kind) for _ in range(count - len(actors))]
+    _POOLS[kind] = ((cpus, gpus), actors)
+    return actors[:count]
+
+
+def _release(ray: Any, actors: list[Any]) -> None:
+    for actor in actors:
+        with contextlib.suppress(Exception):  # an actor already gone
+            ray.kill(actor)
+
+
+def release_pools() -> None:
+    """End the command's actors (their models leave the GPUs)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    pools = list(_POOLS.values())
+    _POOLS.clear()
+    if ray is not None and ray.is_initialized():
+        for _shape, actors in pools:
+            _release(ray, actors)
 
 
 def to_row(result: Painted | Caption) -> dict[str, Any]:
@@ -266,13 +304,15 @@ class RayBackend(Backend):
         say(f"ray: {len(units)} unit(s) on {actors} actor(s) ({'1 GPU' if gpus else f'{cpus:g} CPU'} each)")
         by_name = {u.name: u for u in units}
         size = units[0].spec.batch_size(settings)
-        ds = ray.data.from_items([{"unit": json.dumps(u.to_json())} for u in units],
-                                 override_num_blocks=len(units))  # a block per unit: any actor may take it
-        ds = _map(ray, ds, settings, str(root), kind, size, actors, cpus, gpus)
+        texts = [json.dumps(u.to_json()) for u in units]
+        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
+        from ray.util import ActorPool
+
+        pool = ActorPool(_actors(ray, settings, kind, actors, cpus, gpus))
         try:
-            for block in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for rows in pool.map_unordered(lambda a, chunk: a.run.remote(chunk, settings, str(root)), chunks):
                 done = []
-                for row in block.to_dict("records"):
+                for row in rows:
                     self.done_by[row["worker"]] += 1
                     unit = by_name[row["name"]]
                     if wanted is None or wanted(unit):
@@ -286,19 +326,6 @@ class RayBackend(Backend):
             raise UserError(text) from None
         say("ray: " + ", ".join(f"{w} ran {n}" for w, n in sorted(self.done_by.items())))
         self.done_by.clear()
-
-
-def _map(ray: Any, ds: Any, settings: Settings, root: str, kind: str, size: int, actors: int,
-         cpus: float, gpus: float) -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        # max_restarts and max_task_retries go to the actors as remote arguments, a form Ray marks
-        # deprecated; Ray Data's own defaults are unlimited restarts and retries.
-        warnings.simplefilter("ignore")
-        return ds.map_batches(UnitWorker, fn_constructor_kwargs={"settings": settings, "root": root, "kind": kind},
-                              batch_size=size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=actors),
-                              num_cpus=cpus, num_gpus=gpus or None, max_restarts=RETRIES, max_task_retries=RETRIES)
 
 
 def _worker_error(e: BaseException) -> str | None:

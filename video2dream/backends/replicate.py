@@ -133,6 +133,23 @@ class ReplicateBackend(Backend):
         self._lock = threading.Lock()
         self._retry_after = threading.local()  # the last response's Retry-After, per thread
 
+    runs_here = False  # the service's models: no --device, --dtype, scheduler or LoRA of this machine's
+    # what it would drop, and what to do instead
+    drop_hints = {"generate.lora": "give a fine-tuned model on Replicate as {replicate.paint_model}, or none",
+                  "generate.controlnet": "Replicate's SDXL takes no ControlNet: give none",
+                  "generate.prompt_weighting": "Replicate's SDXL reads plain prompts: give none"}
+
+    @classmethod
+    def honours(cls, kind: str, settings: Settings) -> frozenset[str]:
+        """SDXL on Replicate paints with its refiner as an ensemble of experts (refine,
+        high_noise_frac); no LoRA file, ControlNet or A1111 weighting. FILM interpolates the dreams
+        as they were painted: the paint options do not apply to it."""
+        from ..units import KINDS
+
+        if kind == "paint":
+            return frozenset({"generate.refiner"})
+        return frozenset(KINDS[kind].optional)
+
     @classmethod
     def key_part(cls, kind: str, settings: Settings) -> dict[str, Any]:
         return {"backend": "replicate", "model": model_ref(kind, settings)}
@@ -508,9 +525,6 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 
 def _check_supported(units: list[Unit], settings: Settings) -> None:
     """What the service's models cannot do, refused before anything is paid."""
-    if any(u.kind == "paint" for u in units) and settings.generate.lora:
-        raise SettingError("generate.lora", "is for the local painter; Replicate paints with replicate.paint_model",
-                           "give a fine-tuned model on Replicate as replicate.paint_model, or none")
     if any(u.kind == "caption" for u in units) and settings.interrogate.mode == "negative":
         raise SettingError("interrogate.mode", "'negative' needs a caption and a negative chain, which "
                            "replicate.caption_model does not give", "with --backend replicate use best, classic, "
@@ -555,6 +569,9 @@ def _inputs(root: Path, job: Gap, settings: Settings) -> dict[str, Any]:
     if p["strength"]:
         inputs["image"] = open(root / u.inputs[0], "rb")  # noqa: SIM115 - closed after create
         inputs["prompt_strength"] = p["strength"]
+    if p.get("refiner"):  # SDXL on Replicate: its refiner as an ensemble of experts, from the switch point
+        inputs["refine"] = "expert_ensemble_refiner"
+        inputs["high_noise_frac"] = p["refiner_switch"]
     return inputs
 
 

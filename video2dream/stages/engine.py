@@ -148,6 +148,16 @@ class Engine:
         return [d for batch in self.backend.execute(self.run.root, units, self.settings) for d in batch]
 
 
+def check_backend(settings: Settings, kinds: tuple[str, ...]) -> None:
+    """Before a command that runs several stages writes anything (`run`, `telephone`): the chosen
+    backend can make every kind of unit it will need, with every setting that is on."""
+    from ..backends.base import backend_class
+
+    cls = backend_class(settings.backend)
+    for kind in kinds:
+        cls.check_settings(kind, settings)
+
+
 def is_current(path: Path, key: str) -> bool:
     """Whether path is a whole, undamaged PNG carrying key. The key is near the start of the file, so
     a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk,
