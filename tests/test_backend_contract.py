@@ -167,3 +167,53 @@ def test_killed_after_the_first_result_resumes_with_the_rest(backend: str, extra
     assert sorted(made.painted) == [u.name for u in left]
     assert {n: (run.dreams_dir / n).stat().st_mtime_ns for n in first} == first  # never painted again
     no_temporaries(run)
+
+
+# -- what Replicate's SDXL takes, and what it is refused ------------------------------------------
+
+
+def test_replicate_sends_the_refiner_as_its_sdxl_takes_it(extracted: Path, tmp_path: Path, server,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_replicate_backend import point_client_at
+
+    fake = point_client_at(server, monkeypatch)
+    run = copy(extracted, tmp_path)
+    settings = replace_section(tiny(run, "replicate"), "generate", refiner="stabilityai/refiner", refiner_switch=0.7)
+    interrogate.interrogate(run, settings, backend="replicate")
+    generate.generate(run, settings, backend="replicate")
+    paints = [p.input for p in fake.predictions.values() if p.kind == "paint"]
+    assert len(paints) == 2
+    assert all(p["refine"] == "expert_ensemble_refiner" and p["high_noise_frac"] == 0.7 for p in paints)
+
+
+def test_replicate_refuses_a_controlnet_in_one_line_before_paying(extracted: Path, tmp_path: Path, server,
+                                                                 monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from conftest import one_line_error
+    from test_replicate_backend import point_client_at
+
+    fake = point_client_at(server, monkeypatch)
+    run = copy(extracted, tmp_path)
+    untouched = snapshot(run.root)
+    code = cli("run", extracted.parent / "clip.mp4", "-o", run.root, "--backend", "replicate", "--controlnet", "canny")
+    one_line_error(code, capsys.readouterr().err, "--controlnet", "replicate")
+    assert not fake.predictions and snapshot(run.root) == untouched  # not even the captions were paid
+
+
+def test_ray_keeps_one_pool_of_actors_for_the_command(extracted: Path, tmp_path: Path, ray_instance) -> None:
+    """A telephone chain's steps alternate caption and paint units, one at a time: the same actor runs
+    them all (its models loaded once), until the command ends."""
+    from video2dream import pipeline, report
+    from video2dream.backends import ray as ray_backend
+
+    run = copy(extracted, tmp_path)
+    settings = tiny(run, "ray")
+    events = report.CollectingReporter()
+    with report.using(events):
+        interrogate.interrogate(run, settings, backend="ray")
+        for name in ("000001.png", "000002.png"):  # one unit per call, as a chain's steps
+            units, _ = generate.plan_units(run, settings, force=True, backend="ray")
+            Engine(run, settings, "ray").results([u for u in units if u.name == name])
+    workers = {m.split(" ran ")[0] for m in events.messages if " ran " in m}
+    assert len(workers) == 1 and len(ray_backend._POOL["actors"]) == 1, events.messages
+    pipeline._end_of_command()  # what the outermost library call does when it ends
+    assert ray_backend._POOL["actors"] == []

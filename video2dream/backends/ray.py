@@ -2,8 +2,8 @@
 
 The units go in batches to a pool of actors (one per GPU), each of which builds a LocalBackend once
 (its models load once per actor) and runs each batch through the same code as `--backend local`, so
-the pictures and prompts are the same. The pool of a unit kind lives for the whole command: a
-telephone chain's steps, a video's rounds reuse its actors and their loaded models. The actors send their
+the pictures and prompts are the same. The pool lives for the whole command and serves every kind
+of unit: a telephone chain's steps, a video's rounds reuse its actors and their loaded models. The actors send their
 results back as plain data (raw pixels, texts); this process (the driver) commits them as they
 arrive and holds the run folder's lock: the one writer stays the one writer, prompts.csv is never
 written by two processes, and a worker killed mid-unit leaves nothing half written (Ray restarts
@@ -156,30 +156,35 @@ class WorkerError(Exception):
 
 
 class UnitWorker:
-    """The actor: one LocalBackend (its models loaded once, and again only when a call's settings
-    name other models), a batch of units per call. It lives for the whole command (see _POOLS)."""
+    """The actor: one LocalBackend, a batch of units per call. It lives for the whole command (see
+    _POOL) and serves every kind: each kind's models load on its first batch, once (the model cache
+    loads again only for a call whose settings name other models)."""
 
     def __init__(self, settings: Settings, kind: str) -> None:
         from .local import LocalBackend
 
-        self.kind = kind
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.backend = LocalBackend()
-        self.failed: str | None = None
+        self.failed: dict[str, str] = {}
+        self._load(kind, settings)
+
+    def _load(self, kind: str, settings: Settings) -> None:
         try:
-            self.backend.load(kind, settings)
+            self.backend.load(kind, settings)  # the model cache's: loads only models it does not hold
+            self.failed.pop(kind, None)
         except UserError as e:
-            # Raised with the first batch, as a task's error: an actor that dies in __init__ is
-            # retried and reported by Ray with tracebacks on the command's stderr.
-            self.failed = f"on {self.name}: {e}"
+            # Raised with the batch, as a task's error: an actor that dies in __init__ is retried
+            # and reported by Ray with tracebacks on the command's stderr.
+            self.failed[kind] = f"on {self.name}: {e}"
 
     def run(self, texts: list[str], settings: Settings, root: str) -> list[dict[str, Any]]:
-        if self.failed:
-            raise WorkerError(self.failed)
         units = [Unit.from_json(json.loads(text)) for text in texts]
+        kind = units[0].kind
+        self._load(kind, settings)
+        if kind in self.failed:
+            raise WorkerError(self.failed[kind])
         out: list[dict[str, Any]] = []
         try:
-            self.backend.load(self.kind, settings)  # the model cache's: loads only other models
             for done in self.backend.execute(Path(root), units, settings):
                 out += [{"name": unit.name, "worker": self.name, **to_row(result)} for unit, result in done]
         except UserError as e:
@@ -187,28 +192,23 @@ class UnitWorker:
         return out
 
 
-# One pool of actors per unit kind for the whole command (a telephone chain's steps, a video's
-# rounds): their models load once. pipeline.library_call releases them when the command ends.
-_POOLS: dict[str, tuple[tuple[float, float], list[Any]]] = {}
+# One pool of actors for the whole command, for every kind of unit (a telephone chain's caption and
+# paint steps, a video's rounds): their models load once. One pool, not one per kind: actors of two
+# pools would each ask for the GPU (or the CPUs) and the second would wait forever for the first.
+# pipeline.library_call releases it when the command ends.
+_POOL: dict[str, Any] = {"shape": None, "actors": []}
 
 
 def _actors(ray: Any, settings: Settings, kind: str, count: int, cpus: float, gpus: float) -> list[Any]:
-    """count actors of kind's pool (made now if there are fewer, or none of this shape)."""
-    shape, actors = _POOLS.get(kind, ((cpus, gpus), []))
-    if shape != (cpus, gpus):
-        _release(ray, actors)
-        actors = []
+    """count actors of the command's pool (made now if there are fewer, or none of this shape)."""
+    if _POOL["shape"] != (cpus, gpus):
+        release_pools()
+    actors = _POOL["actors"]
     worker = ray.remote(UnitWorker).options(num_cpus=cpus, num_gpus=gpus or None, max_restarts=RETRIES,
                                             max_task_retries=RETRIES)
     actors += [worker.remote(settings, kind) for _ in range(count - len(actors))]
-    _POOLS[kind] = ((cpus, gpus), actors)
+    _POOL.update(shape=(cpus, gpus), actors=actors)
     return actors[:count]
-
-
-def _release(ray: Any, actors: list[Any]) -> None:
-    for actor in actors:
-        with contextlib.suppress(Exception):  # an actor already gone
-            ray.kill(actor)
 
 
 def release_pools() -> None:
@@ -216,11 +216,12 @@ def release_pools() -> None:
     import sys
 
     ray = sys.modules.get("ray")
-    pools = list(_POOLS.values())
-    _POOLS.clear()
+    actors = _POOL["actors"]
+    _POOL.update(shape=None, actors=[])
     if ray is not None and ray.is_initialized():
-        for _shape, actors in pools:
-            _release(ray, actors)
+        for actor in actors:
+            with contextlib.suppress(Exception):  # an actor already gone
+                ray.kill(actor)
 
 
 def to_row(result: Painted | Caption) -> dict[str, Any]:
