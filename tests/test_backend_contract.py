@@ -5,14 +5,12 @@ first result resumes with the rest only; no temporary file left. Lean: tiny pres
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, make_clip, snapshot
-from PIL import Image
+from conftest import cli, copy_run, make_clip, pixels, snapshot
 
 from video2dream.backends.base import backend_class
 from video2dream.errors import SettingError
@@ -90,17 +88,11 @@ def tiny(run: RunFolder, backend: str) -> Settings:
 
 
 def copy(src: Path, tmp_path: Path) -> RunFolder:
-    shutil.copytree(src, tmp_path / "run")
-    return RunFolder(tmp_path / "run")
+    return copy_run(src, tmp_path / "run")
 
 
 def no_temporaries(run: RunFolder) -> None:
     assert not [p for p in run.root.rglob("*") if TMP_MARK in p.name]
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def test_same_units_in_same_results_out(backend: str, extracted: Path, tmp_path: Path) -> None:

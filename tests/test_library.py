@@ -5,11 +5,10 @@ takes injected components."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cli, make_clip, snapshot
+from conftest import cli, copy_run, make_clip, snapshot
 
 from video2dream import pipeline
 from video2dream.errors import UserError
@@ -39,8 +38,7 @@ def captioned(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> Pat
 
 
 def copy(src: Path, tmp_path: Path) -> RunFolder:
-    shutil.copytree(src, tmp_path / "run")
-    return RunFolder(tmp_path / "run")
+    return copy_run(src, tmp_path / "run")
 
 
 def test_edit_row_is_a_hand_edit(captioned: Path, tmp_path: Path) -> None:

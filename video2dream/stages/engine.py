@@ -51,36 +51,37 @@ class Engine:
 
     def __init__(self, run: RunFolder, settings: Settings, backend: str | Backend = "local",
                  models: ModelCache | None = None) -> None:
-        from ..backends import backend_for
-
         self.run, self.settings = run, settings
         self._backend, self._models = backend, models
         self.runner: Backend | None = backend if not isinstance(backend, str) else None
-        self._backend_for = backend_for
 
     @property
     def backend(self) -> Backend:
+        """The backend, made on first use (a name is looked up then)."""
         if self.runner is None:
-            self.runner = self._backend_for(self._backend, self._models)
+            from ..backends import backend_for
+
+            self.runner = backend_for(self._backend, self._models)
         return self.runner
 
-    def check_here(self, kind: str) -> None:
-        """A backend whose models run on this machine (or a cluster of it): --device and --dtype
-        must work, even with nothing to do (never save a --device that cannot work)."""
+    @property
+    def backend_class(self) -> type[Backend]:
+        """Its class, for its capabilities, without making one (a name is looked up)."""
         from ..backends.base import backend_class
 
-        cls = type(self._backend) if not isinstance(self._backend, str) else backend_class(self._backend)
-        if cls.runs_here:
+        return type(self._backend) if not isinstance(self._backend, str) else backend_class(self._backend)
+
+    def check_here(self) -> None:
+        """A backend whose models run on this machine (or a cluster of it): --device and --dtype
+        must work, even with nothing to do (never save a --device that cannot work)."""
+        if self.backend_class.runs_here:
             from ..models.devices import check_device
 
             check_device(self.settings.device, self.settings.dtype)
 
     def check(self, kind: str) -> None:
         """Refuse, before anything runs or is paid, a setting the backend would drop."""
-        from ..backends.base import backend_class
-
-        cls = type(self._backend) if not isinstance(self._backend, str) else backend_class(self._backend)
-        cls.check_settings(kind, self.settings)
+        self.backend_class.check_settings(kind, self.settings)
 
     def start(self, stage: Stage, todo: list[Unit], on_ready: Callable[[], None] | None = None,
               started: Callable[[Backend], None] | None = None) -> Backend:

@@ -151,7 +151,7 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
     it in); by default it loads here. backend: where the units run (a name, or a Backend)."""
     jobs, (width, height) = plan(run, settings, backend)
     engine = Engine(run, settings, backend, models)
-    engine.check_here("paint")  # even with nothing to paint: never save a bad --device
+    engine.check_here()  # even with nothing to paint: never save a bad --device
     todo = to_units(run, settings, jobs, (width, height), force)
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:

@@ -208,7 +208,7 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
 
     run.require()
     engine = Engine(run, settings, backend, models)
-    engine.check_here("caption")  # even with nothing to do: never save a --device that cannot work
+    engine.check_here()  # even with nothing to do: never save a --device that cannot work
     todo, table = plan_units(run, settings, force, backend)
     result = table.result
     _report_placement(run, result)

@@ -234,7 +234,7 @@ def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Cal
     """Paint the in-betweens that are not current, batch by batch, each committed as it is done."""
     found, cuts = gaps(run, settings, backend)
     engine = Engine(run, settings, backend, models)
-    engine.check_here("morph")  # a remote service's models need no device here
+    engine.check_here()  # a remote service's models need no device here
     todo, total = plan_units(run, settings, force, backend)
     result = MorphResult(up_to_date=total - len(todo), gaps=len(found), cuts=cuts)
     result.painted = engine.run_units(STAGE, todo, on_ready)

@@ -67,6 +67,9 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
     from ..stages.engine import Engine
 
     t, g = settings.telephone, settings.generate
+    runner = Engine(folder, settings, backend, models)
+    for kind in ("caption", "paint"):
+        runner.check(kind)  # a setting the backend would drop: refused before the chain is touched
     original = load_image(source)
     size = (g.width, g.height) if g.width and g.height else generation_size(*original.size, g.pixels)
     key = _open_chain(folder, source, settings, size, force, on_ready)
@@ -82,7 +85,6 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
                            bool(fixed and t.stop_at_fixed_point and fixed[0] <= target), True,
                            thumbs=thumbnails(images[:target + 1]), captions=[r.caption for r in rows[:target + 1]])
 
-    runner = Engine(folder, settings, backend, models)
     if not rows:
         _first_step(folder, original, size, key, rows, images)
     pending = _settle(folder, runner, settings, key, rows, images) if rows[-1].caption is None else None
