@@ -110,3 +110,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pixels(path: Path):
+    """A picture's RGB pixels (numpy), to compare pictures whatever their PNG text chunks."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def copy_run(src: Path, dest: Path):
+    """A copy of the run folder src at dest (its links as links), as a RunFolder."""
+    import shutil
+
+    from video2dream.runfolder import RunFolder
+
+    shutil.copytree(src, dest, symlinks=True)
+    return RunFolder(dest)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, make_clip, snapshot
+from conftest import ROOT, make_clip, pixels, snapshot
 from PIL import Image
 
 from video2dream import media
@@ -77,11 +77,6 @@ def params(png: Path) -> dict[str, str]:
     text = read_parameters(png)
     assert text, f"{png} has no parameters chunk"
     return parse_parameters(text)
-
-
-def pixels(png: Path) -> np.ndarray:
-    with Image.open(png) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def prompts(run: Path) -> pd.DataFrame:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, cli, make_clip, snapshot
-from PIL import Image
+from conftest import ROOT, cli, make_clip, pixels, snapshot
 
 from video2dream.pngmeta import read_png_text
 from video2dream.runfolder import TMP_MARK, RunFolder
@@ -95,11 +94,6 @@ def stage(run: Path) -> str:
     if len(dreams(run)) < FRAMES:
         return "generate"
     return "assemble"
-
-
-def pixels(png: Path) -> np.ndarray:
-    with Image.open(png) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def same_outputs(run: Path, reference: Path) -> None:

@@ -36,7 +36,8 @@ from video2dream.stages import generate as gen
 from video2dream.stages.assemble import grid_plan
 from video2dream.stages.assemble import plan as assemble_plan
 from video2dream.stages.interrogate import row_keys
-from video2dream.telephone import _check_same_chain, chain_key, chain_outputs_key, chain_settings
+from video2dream.telephone import chain_key, chain_outputs_key, chain_settings
+from video2dream.telephone.keys import check_same_chain
 
 NAMES = ["000001.png", "000002.png"]
 MTIME_NS = 1_700_000_000_000_000_000
@@ -204,7 +205,7 @@ def test_the_chain_says_what_changed_for_a_new_setting(tmp_path: Path) -> None:
     key, parts = chain_key(before, "fp", SIZE)
     run.write_record("telephone", {"key": key, "parts": parts})
     with pytest.raises(UserError, match=r"generate\.sharpness 1\.0 -> 2\.0"):
-        _check_same_chain(run, *chain_key(after, "fp", SIZE), force=False)
+        check_same_chain(run, *chain_key(after, "fp", SIZE), force=False)
 
 
 def test_status_follows_the_roles(pinned: tuple[RunFolder, str], tmp_path: Path) -> None:

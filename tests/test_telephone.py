@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, cli, make_clip
+from conftest import ROOT, cli, make_clip, pixels
 from PIL import Image
 
 from video2dream import media
@@ -31,11 +31,6 @@ pytestmark = pytest.mark.slow
 def rows(folder: Path, name: str = "chain.csv") -> list[dict[str, str]]:
     with open(folder / name, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def duration(path: Path) -> float:
@@ -265,8 +260,8 @@ def test_really_killed_chain_resumes(own: dict[str, Path], tmp_path: Path) -> No
     table = rows(out)
     assert len(table) == last + 3
     assert all((out / n).read_bytes() == b for n, b in kept.items())
-    for n, (pixels, parameters) in painted.items():  # captioned now, never painted again
-        assert (np.asarray(Image.open(out / n)) == pixels).all() and read_parameters(out / n) == parameters
+    for n, (picture, parameters) in painted.items():  # captioned now, never painted again
+        assert (np.asarray(Image.open(out / n)) == picture).all() and read_parameters(out / n) == parameters
     for k in range(1, len(table)):
         assert table[k]["prompt"] == table[k - 1]["caption"]
 

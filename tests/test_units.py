@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli, make_clip, snapshot
+from conftest import cli, copy_run, make_clip, snapshot
 from PIL import Image
 
 from video2dream import backends
@@ -71,8 +71,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> Path:
 
 
 def copy(base: Path, dest: Path) -> RunFolder:
-    shutil.copytree(base, dest)
-    return RunFolder(dest)
+    return copy_run(base, dest)
 
 
 def dreams(run: RunFolder) -> dict[str, bytes]:

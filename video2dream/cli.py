@@ -469,9 +469,8 @@ def dispatch(args: argparse.Namespace) -> int:
         serve(args.run_dir, args.host, args.port, args.open)
         return 0
     if args.command == "mux-audio":
-        run.require()  # before the lock, which would create the folder
-        with run.lock():
-            pipeline.do_mux_audio(run, args.source)
+        run.require()  # before the lock (the library's), which would create the folder
+        pipeline.do_mux_audio(run, args.source)
         return 0
     if args.command in ("interrogate", "generate", "morph", "assemble", "pick"):
         run.require()  # before the lock, which would create the folder
@@ -483,8 +482,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "assemble" and args.round is None and not args.grid \
             and settings.assemble.source == "frames" and getattr(args, "set:assemble.side_by_side", None):
         raise UserError("--side-by-side shows the frames beside the dreams; leave it out with --from frames")
-    with run.lock():
-        _call(args, run, settings)
+    _call(args, run, settings)  # each library call takes the run folder's lock itself
     return 0
 
 

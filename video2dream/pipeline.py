@@ -3,13 +3,65 @@ Settings and plain arguments (the CLI unpacks its flags into them), never an arg
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from . import report
 from .progress import say
 from .runfolder import RunFolder
 from .settings import Settings, per_call_paths, replace_section
+
+F = TypeVar("F", bound=Callable[..., Any])
+_held: set[str] = set()  # run folders whose lock this process holds (a command inside a command: `run`)
+
+
+@contextlib.contextmanager
+def locked(run: RunFolder) -> Iterator[None]:
+    """The run folder's lock, for a library call: taken here unless this process holds it already
+    (`run` calls extract, interrogate, ... under its one lock)."""
+    where = os.path.realpath(run.root)
+    if where in _held:
+        yield
+        return
+    with run.lock():
+        _held.add(where)
+        try:
+            yield
+        finally:
+            _held.discard(where)
+
+
+_depth = 0  # library calls in progress in this process (`run` calls do_extract, ...)
+
+
+def _end_of_command() -> None:
+    """What lives for one command only: the Ray backend's actor pools."""
+    import sys
+
+    if "video2dream.backends.ray" in sys.modules:
+        sys.modules["video2dream.backends.ray"].release_pools()
+
+
+def library_call(fn: F) -> F:
+    """A command anything can drive: it takes the run folder's lock itself, and reports to reporter
+    (a keyword argument of every do_*; default: the current one, the CLI's bars and lines)."""
+    @functools.wraps(fn)
+    def call(run: RunFolder, *args: Any, reporter: report.Reporter | None = None, **kwargs: Any) -> Any:
+        global _depth
+        _depth += 1
+        try:
+            with report.using(reporter), locked(run):
+                return fn(run, *args, **kwargs)
+        finally:
+            _depth -= 1
+            if not _depth:
+                _end_of_command()
+
+    return call  # type: ignore[return-value]
 
 
 def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
@@ -23,6 +75,7 @@ def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
     return save
 
 
+@library_call
 def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     from .stages.extract import extract
 
@@ -50,6 +103,8 @@ def check_backend(settings: Settings) -> None:
                         "command: `--backend local` undoes it)") from None
 
 
+
+@library_call
 def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.interrogate import interrogate
@@ -62,6 +117,7 @@ def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> N
         f"{len(r.kept_edited)} hand-edited kept -> {run.prompts_csv}")
 
 
+@library_call
 def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.generate import generate
@@ -74,6 +130,7 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
         f"{r.up_to_date} up to date -> {run.dreams_dir}")
 
 
+@library_call
 def do_variants(run: RunFolder, settings: Settings, count: int, rows: str | None = None, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.variants import generate_variants, variants_dir
@@ -85,6 +142,7 @@ def do_variants(run: RunFolder, settings: Settings, count: int, rows: str | None
         f"{r.frames} frame(s)) -> {variants_dir(run)}; make one a dream with `video2dream pick {run.root} FRAME N`")
 
 
+@library_call
 def do_pick(run: RunFolder, settings: Settings, frame: str, number: int) -> None:
     from .stages.variants import pick
 
@@ -92,6 +150,8 @@ def do_pick(run: RunFolder, settings: Settings, frame: str, number: int) -> None
     say(f"pick: candidate {number} is now {run.dreams_dir / name} (its seed pinned in {run.prompts_csv.name})")
 
 
+
+@library_call
 def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.morph import morph
@@ -105,6 +165,7 @@ def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
         f"({r.gaps} gaps{cuts}, {r.pacing} pacing) -> {run.morphs_dir}")
 
 
+@library_call
 def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: int | None = None,
                 grid: bool = False) -> None:
     """round: one telephone round's video (its dreams_rKK); grid: every round side by side."""
@@ -129,6 +190,7 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
         f"({r.duration:.2f} s, {r.sound})")
 
 
+@library_call
 def do_mux_audio(run: RunFolder, source: str) -> None:
     """mux-audio: the sound goes into dream.mp4 now, and into the folder's settings for later."""
     from .settings import resolve
@@ -140,6 +202,7 @@ def do_mux_audio(run: RunFolder, source: str) -> None:
         "later assembles keep it (--audio auto goes back to the source's)")
 
 
+@library_call
 def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     from .models.devices import free_memory
     from .telephone import chain_settings, telephone
@@ -169,7 +232,10 @@ def _check_before_saving(settings: Settings) -> None:
     finished chain loads none): check first what can be checked without them, so that no such
     value is saved."""
     from .backends import key_part
+    from .stages.engine import check_backend
 
+    check_backend(settings, ("caption", "paint", "morph") if settings.assemble.transition == "morph"
+                  else ("caption", "paint"))  # a setting the backend would drop: refused before it is paid
     if key_part(settings.backend, "paint", settings):
         if settings.generate.style_image:  # refused before `run` pays for a caption
             from .directing import _local_only
@@ -199,6 +265,8 @@ def _check_paths(settings: Settings, stage: str) -> None:
         check_model_paths(settings, (stage,))
 
 
+
+@library_call
 def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
     _check_before_saving(settings)  # before extract writes anything (and saves the settings)
     check_backend(settings)  # no frames, no settings.yaml for a run that cannot reach its backend
@@ -231,6 +299,38 @@ def _before_remote_run(run: RunFolder, settings: Settings, force: bool) -> None:
     # each gap's in-betweens: one prediction (a frame interpolation model makes them in one call)
     fill = morph.gaps_to_fill(run, settings) if settings.assemble.transition == "morph" else 0
     backend_for(settings.backend).before(run.root, captions, settings, later=len(dreams), later_gaps=fill)
+
+
+@library_call
+def edit_row(run: RunFolder, filename: str, prompt: str | None = None, negative_prompt: str | None = None) -> bool:
+    """Edit one row of prompts.csv as a person editing the file would: its prompt (and/or negative
+    prompt) cells change, nothing else (its text_hash stays, so the row reads as edited by hand: a
+    later interrogate keeps it, status shows it as edited, generate paints that frame again). Under
+    the run folder's lock. Whether the file changed (the same words again change nothing)."""
+    from .errors import UserError
+    from .stages.interrogate import FIX
+    from .tables import read_csv, write_csv
+
+    if prompt is None and negative_prompt is None:
+        return False
+    df = read_csv(run.prompts_csv, ["filename", "prompt"], FIX)
+    rows = df.index[df["filename"] == filename].tolist()
+    if not rows:
+        raise UserError(f"{run.prompts_csv} has no row for {filename}; give one of its frames "
+                        f"(`video2dream status {run.root}`)")
+    changed = False
+    for column, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if text is None:
+            continue
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # as read_prompts reads an editor's CRLF
+        if column not in df.columns:
+            df[column] = ""
+        if df.at[rows[0], column] != text:
+            df.at[rows[0], column] = text
+            changed = True
+    if changed:
+        write_csv(run.prompts_csv, df)
+    return changed
 
 
 def status_data(run: RunFolder) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Progress bars (tqdm on stderr, shown only on a terminal) and short status lines."""
+"""Progress bars (tqdm on stderr, shown only on a terminal) and short status lines. The library's
+code calls say(), which goes to the current reporter (video2dream.report); the CLI's prints here."""
 
 from __future__ import annotations
 
@@ -16,5 +17,12 @@ def progress_bar(**kwargs: Any):
 
 
 def say(message: str) -> None:
-    """One line of news for the user, on stderr so stdout stays clean for pipes."""
+    """One line of news for the user, through the current reporter (the CLI's: on stderr, so stdout
+    stays clean for pipes)."""
+    from . import report
+
+    report.current().say(message)
+
+
+def print_line(message: str) -> None:
     print(f"video2dream: {message}", file=sys.stderr, flush=True)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .tables import FRAME_NAME
 
 if TYPE_CHECKING:
-    from .settings import GenerateSettings, InterrogateSettings
+    from .settings import GenerateSettings, InterrogateSettings, Settings
 
-KINDS = ("caption", "paint", "morph")
 STEP_NAME = re.compile(r"step_[0-9]{3,}\.png")  # a telephone chain's step picture
 # A frame's candidate of `generate --variants` (000012_01.png: frame 12's first), painted into variants/
 VARIANT_NAME = re.compile(r"[0-9]{6,}_[0-9]{2,}\.png")
@@ -41,14 +41,11 @@ class Unit:
     key: str = ""  # what the written result carries, so that a later plan knows it is current
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        spec = KINDS.get(self.kind)
+        if spec is None:
             raise ValueError(f"unit kind {self.kind!r}: one of {', '.join(KINDS)}")
-        if self.kind == "morph":
-            if not MORPH_NAME.fullmatch(self.name):
-                raise ValueError(f"morph unit name {self.name!r} is not an in-between's (000001-000002_01.png)")
-        elif not (FRAME_NAME.fullmatch(self.name) or STEP_NAME.fullmatch(self.name)
-                  or (self.kind == "paint" and VARIANT_NAME.fullmatch(self.name))):
-            raise ValueError(f"unit name {self.name!r} is neither a frame's, a variant's nor a telephone step's")
+        if not spec.names(self.name):
+            raise ValueError(f"{self.kind} unit name {self.name!r} {spec.wrong_name}")
         self.inputs = tuple(self.inputs)
         for p in self.inputs:
             path = PurePosixPath(p)
@@ -58,6 +55,14 @@ class Unit:
             json.dumps(self.params)  # plain values only: a worker elsewhere gets the same unit
         except TypeError as e:
             raise ValueError(f"unit {self.name}'s parameters are not plain data: {e}") from None
+
+    @property
+    def spec(self) -> KindSpec:
+        return KINDS[self.kind]
+
+    def typed(self) -> Any:
+        """The parameters as the kind's dataclass (CaptionParams, PaintParams, MorphParams)."""
+        return self.spec.params.from_dict(self.params)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "inputs": list(self.inputs), "params": self.params,
@@ -69,10 +74,143 @@ class Unit:
                    data.get("key", ""))
 
 
+# -- each kind's parameters, typed ------------------------------------------------------------------
+# A unit carries them as plain data (Unit.params: JSON, for a worker elsewhere); Unit.typed() reads
+# them back as their kind's dataclass. to_dict() gives the same dict as before (an option that is off
+# is left out, so a unit without it is as it was).
+
+
+@dataclass(frozen=True)
+class CaptionParams:
+    """A caption unit's: the captioner's knobs and the mode (caption: BLIP alone)."""
+    mode: str
+    min_length: int
+    max_length: int
+    num_beams: int
+    no_repeat_ngram_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptionParams:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class PaintParams:
+    """A paint unit's: everything its picture and its A1111 text depend on, but the model."""
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None = None
+    lora: str | None = None
+    refiner: str | None = None  # the refiner and its switch point: only when on
+    refiner_switch: float | None = None
+    controlnet: str | None = None  # the ControlNet and its scale: only when on
+    control_scale: float | None = None
+    color_coherence: str | None = None  # applied by commit (every backend's result), shown in the text
+    style_image: str | None = None  # --style-image (an absolute path), its weight and its IP-Adapter: only when on
+    style_image_scale: float | None = None
+    ip_adapter: str | None = None
+    leading: dict[str, Any] | None = None  # fields its A1111 text shows first (a telephone step's)
+
+    BASE = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "guidance", "strength", "lora")
+    OPTIONAL = ("refiner", "refiner_switch", "controlnet", "control_scale", "color_coherence", "style_image",
+                "style_image_scale", "ip_adapter", "leading")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.BASE}
+        d.update({k: getattr(self, k) for k in self.OPTIONAL if getattr(self, k) is not None})
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PaintParams:
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class MorphParams(PaintParams):
+    """A morph unit's: keyframe A's paint parameters, keyframe B's prompt, negative prompt and seed
+    (b), its place t between them, the fields its A1111 text shows last (trailing) and its gap
+    (count and the two dreams' keys: what a frame interpolation model needs; not in its text)."""
+    t: float = 0.0
+    b: dict[str, Any] | None = None
+    trailing: dict[str, Any] | None = None
+    gap: dict[str, Any] | None = None
+
+    OPTIONAL = PaintParams.OPTIONAL + ("t", "b", "trailing", "gap")
+
+
+def _refiner_on(s: Settings) -> bool:
+    return bool(s.generate.refiner)
+
+
+def _controlnet_on(s: Settings) -> bool:
+    return bool(s.generate.controlnet)
+
+
+def _weighting_on(s: Settings) -> bool:
+    return bool(s.generate.prompt_weighting)
+
+
+def _lora_on(s: Settings) -> bool:
+    return bool(s.generate.lora)
+
+
+def _frame_or_step(name: str) -> bool:
+    return bool(FRAME_NAME.fullmatch(name) or STEP_NAME.fullmatch(name))
+
+
+def _paintable(name: str) -> bool:
+    """A frame's dream, a telephone step, or a frame's candidate of `generate --variants`."""
+    return _frame_or_step(name) or bool(VARIANT_NAME.fullmatch(name))
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A kind of unit: its name, its typed parameters, what a backend returns for it (result: the
+    class name in backends.base, Painted or Caption), the parameters one model call takes once (a
+    batch shares them), its batch size, which names its units have, and its optional settings: those
+    that change what it makes only where a backend applies them (setting path -> whether it is on)."""
+    name: str
+    params: type
+    result: str
+    makes: str  # what its units make, in words ("captions")
+    shared: tuple[str, ...]
+    batch_size: Callable[[Settings], int]
+    names: Callable[[str], bool]
+    wrong_name: str  # what a name it refuses is not
+    optional: dict[str, Callable[[Settings], bool]] = field(default_factory=dict)
+
+
+PAINT_OPTIONAL = {"generate.refiner": _refiner_on, "generate.controlnet": _controlnet_on,
+                  "generate.prompt_weighting": _weighting_on, "generate.lora": _lora_on}
+
+NOT_FRAME = "is neither a frame's nor a telephone step's"
+NOT_PAINTABLE = "is neither a frame's, a variant's nor a telephone step's"
+KINDS: dict[str, KindSpec] = {k.name: k for k in (
+    KindSpec("caption", CaptionParams, "Caption", "captions",
+             ("min_length", "max_length", "num_beams", "no_repeat_ngram_size", "mode"),
+             lambda s: s.interrogate.batch_size, _frame_or_step, NOT_FRAME),
+    KindSpec("paint", PaintParams, "Painted", "pictures",
+             ("width", "height", "steps", "guidance", "strength", "controlnet", "control_scale", "refiner",
+              "refiner_switch", "style_image", "style_image_scale"),
+             lambda s: s.generate.batch_size, _paintable, NOT_PAINTABLE, PAINT_OPTIONAL),
+    KindSpec("morph", MorphParams, "Painted", "in-betweens",
+             ("width", "height", "steps", "guidance", "strength", "style_image", "style_image_scale"),
+             lambda s: s.generate.batch_size, lambda n: bool(MORPH_NAME.fullmatch(n)),
+             "is not an in-between's (000001-000002_01.png)", PAINT_OPTIONAL),
+)}
+
+
 def caption_params(i: InterrogateSettings) -> dict[str, Any]:
     """A caption unit's parameters: the captioner's knobs and the mode (caption: BLIP alone)."""
-    return {"mode": i.mode, "min_length": i.min_length, "max_length": i.max_length, "num_beams": i.num_beams,
-            "no_repeat_ngram_size": i.no_repeat_ngram_size}
+    return CaptionParams(i.mode, i.min_length, i.max_length, i.num_beams, i.no_repeat_ngram_size).to_dict()
 
 
 def paint_params(prompt: str, negative_prompt: str, seed: int, size: tuple[int, int], steps: int,
@@ -80,12 +218,8 @@ def paint_params(prompt: str, negative_prompt: str, seed: int, size: tuple[int, 
                  leading: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A paint unit's parameters: everything its picture and its A1111 text depend on, but the model.
     leading: fields its A1111 text shows first (the telephone's step); options: painter_options."""
-    params = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed), "width": size[0],
-              "height": size[1], "steps": steps, "guidance": guidance, "strength": strength, "lora": lora,
-              **(options or {})}
-    if leading:
-        params["leading"] = dict(leading)
-    return params
+    return PaintParams(prompt, negative_prompt, int(seed), size[0], size[1], steps, guidance, strength, lora,
+                       leading=dict(leading) if leading else None, **(options or {})).to_dict()
 
 
 def painter_options(g: GenerateSettings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ by name (backends.get("NAME")), its module imported on first use.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,9 +42,44 @@ Done = tuple[Unit, Any]  # a unit and its result (Painted or Caption)
 
 
 class Backend(ABC):
-    """Runs units. models: a cache to take models from (and leave them in), for backends in this process."""
+    """Runs units. models: a cache to take models from (and leave them in), for backends in this process.
+
+    What it can do, declared (the engine reads it before anything runs or is paid):
+      runs_here  its models run on this machine or a cluster of it: --device and --dtype apply
+                 (checked here); False: a remote service's models;
+      unit_kinds the unit kinds it runs;
+      honours(kind, settings)  which of the kind's optional settings (units.KINDS[kind].optional:
+                 the refiner, a ControlNet, ...) it applies; one that is on and not honoured is refused.
+    """
 
     name = ""
+    runs_here = True
+    unit_kinds: frozenset[str] = frozenset(("caption", "paint", "morph"))
+    drop_hints: dict[str, str] = {}  # setting path -> what to do instead, for a setting it does not honour
+
+    @classmethod
+    def honours(cls, kind: str, settings: Settings) -> frozenset[str]:
+        """The optional settings (paths) of units of this kind that this backend applies: all of them."""
+        from ..units import KINDS
+
+        return frozenset(KINDS[kind].optional)
+
+    @classmethod
+    def check_settings(cls, kind: str, settings: Settings) -> None:
+        """Refuse a kind this backend does not run, or an optional setting that is on and that it
+        would drop (one line naming the setting and the backend)."""
+        from ..errors import SettingError
+        from ..units import KINDS
+
+        if kind not in cls.unit_kinds:
+            raise SettingError("backend", f"'{cls.name}' does not make {KINDS[kind].makes}", "use {backend} local")
+        honoured = cls.honours(kind, settings)
+        for path, on in KINDS[kind].optional.items():
+            if on(settings) and path not in honoured:
+                hint = cls.drop_hints.get(path, f"leave out {{{path}}} (none)")
+                raise SettingError(path, f"is not applied by {{backend}} {cls.name}: the pictures would be made "
+                                   "without it", f"{hint}, or use {{backend}} local",
+                                   also=("backend", *re.findall(r"\{([\w.]+)\}", hint)))
 
     def __init__(self, models: ModelCache | None = None) -> None:
         self.models = models

@@ -7,17 +7,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..units import Unit
+from ..units import KINDS, Unit
 from .base import Backend, Caption, Done, Painted, register
 
 if TYPE_CHECKING:
     from ..settings import Settings
-
-# Parameters a batch shares (one model call takes them once); the rest may differ per unit.
-SHARED = {"paint": ("width", "height", "steps", "guidance", "strength", "controlnet", "control_scale",
-                   "refiner", "refiner_switch", "style_image", "style_image_scale"),
-          "morph": ("width", "height", "steps", "guidance", "strength", "style_image", "style_image_scale"),
-          "caption": ("min_length", "max_length", "num_beams", "no_repeat_ngram_size", "mode")}
+    from ..units import PaintParams
 
 
 @register("local")
@@ -31,7 +26,7 @@ class LocalBackend(Backend):
     def load(self, kind: str, settings: Settings) -> None:
         if kind == "morph":
             _check_morph(settings)
-        if kind in ("paint", "morph"):  # in-betweens are painted by the same painter
+        if KINDS[kind].result == "Painted":  # in-betweens are painted by the same painter
             self._loaded[kind] = self.models.painter(settings)
         else:
             captioner = self.models.captioner(settings)
@@ -60,19 +55,20 @@ class LocalBackend(Backend):
                     return
             batch = _batch(pending, settings)
             pending = pending[len(batch):]
-            run = {"paint": self._paint, "morph": self._morph, "caption": self._caption}[batch[0].kind]
+            run = getattr(self, f"_{batch[0].kind}")  # one method per kind it runs: _paint, _morph, _caption
             yield list(zip(batch, run(root, batch, settings), strict=True))
 
     def _paint(self, root: Path, batch: list[Unit], settings: Settings) -> list[Painted]:
         painter = self._get("paint", settings)
-        p = batch[0].params
-        frames = _open(root, [u.inputs[0] for u in batch]) if p["strength"] or p.get("controlnet") else None
-        options = {k: p[k] for k in ("control_scale", "refiner_switch") if p.get(k) is not None}
+        units = [u.typed() for u in batch]
+        p = units[0]
+        frames = _open(root, [u.inputs[0] for u in batch]) if p.strength or p.controlnet else None
+        options = {k: getattr(p, k) for k in ("control_scale", "refiner_switch") if getattr(p, k) is not None}
         _set_style(painter, p)
-        images = painter.paint([u.params["prompt"] for u in batch], [u.params["negative_prompt"] for u in batch],
-                               [u.params["seed"] for u in batch], p["width"], p["height"], p["steps"],
-                               p["guidance"], strength=p["strength"], init_images=frames if p["strength"] else None,
-                               control_frames=frames if p.get("controlnet") else None, **options)
+        images = painter.paint([q.prompt for q in units], [q.negative_prompt for q in units],
+                               [q.seed for q in units], p.width, p.height, p.steps,
+                               p.guidance, strength=p.strength, init_images=frames if p.strength else None,
+                               control_frames=frames if p.controlnet else None, **options)
         return [Painted(im, painter.sampler_name, painter.model_name) for im in images]
 
     def _morph(self, root: Path, batch: list[Unit], settings: Settings) -> list[Painted]:
@@ -80,28 +76,30 @@ class LocalBackend(Backend):
         from ..models.painter import Ends
 
         painter = self._get("morph", settings)
-        p = batch[0].params
+        units = [u.typed() for u in batch]
+        p = units[0]
         _set_style(painter, p)
         ends = []
         for side in (0, 1):
-            params = [u.params if side == 0 else u.params["b"] for u in batch]
-            init = _open(root, [u.inputs[side] for u in batch]) if p["strength"] else None
+            params = [{"prompt": q.prompt, "negative_prompt": q.negative_prompt, "seed": q.seed} if side == 0
+                      else q.b for q in units]
+            init = _open(root, [u.inputs[side] for u in batch]) if p.strength else None
             ends.append(Ends([q["prompt"] for q in params], [q["negative_prompt"] for q in params],
                              [q["seed"] for q in params], init))
-        images = painter.paint_between(ends[0], ends[1], [u.params["t"] for u in batch], p["width"], p["height"],
-                                       p["steps"], p["guidance"], strength=p["strength"])
+        images = painter.paint_between(ends[0], ends[1], [q.t for q in units], p.width, p.height,
+                                       p.steps, p.guidance, strength=p.strength)
         return [Painted(im, painter.sampler_name, painter.model_name) for im in images]
 
     def _caption(self, root: Path, batch: list[Unit], settings: Settings) -> list[Caption]:
         captioner, interrogator = self._get("caption", settings)
-        p = batch[0].params
+        p = batch[0].typed()
         images = _open(root, [u.inputs[0] for u in batch])
-        captions = captioner.caption(images, min_length=p["min_length"], max_length=p["max_length"],
-                                     num_beams=p["num_beams"], no_repeat_ngram_size=p["no_repeat_ngram_size"])
-        if p["mode"] == "caption" or interrogator is None:
+        captions = captioner.caption(images, min_length=p.min_length, max_length=p.max_length,
+                                     num_beams=p.num_beams, no_repeat_ngram_size=p.no_repeat_ngram_size)
+        if p.mode == "caption" or interrogator is None:
             pairs = [(c, "") for c in captions]
         else:
-            pairs = interrogator.interrogate(images, captions, p["mode"])
+            pairs = interrogator.interrogate(images, captions, p.mode)
         return [Caption(c, prompt, negative) for c, (prompt, negative) in zip(captions, pairs, strict=True)]
 
 
@@ -119,20 +117,20 @@ def _check_morph(settings: Settings) -> None:
                         "or use --transition crossfade or flow")
 
 
-def _set_style(painter: Any, p: dict[str, Any]) -> None:
+def _set_style(painter: Any, p: PaintParams) -> None:
     """The batch's style image (--style-image; an absolute path), or none."""
-    image = _open(Path("/"), [p["style_image"]])[0] if p.get("style_image") else None
-    painter.set_style(image, p.get("style_image_scale"))
+    image = _open(Path("/"), [p.style_image])[0] if p.style_image else None
+    painter.set_style(image, p.style_image_scale)
 
 
 def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:
     """The next batch: up to --batch-size units from the front that share the parameters of one call."""
     first = pending[0]
-    size = settings.generate.batch_size if first.kind in ("paint", "morph") else settings.interrogate.batch_size
-    shared = [first.params.get(k) for k in SHARED[first.kind]]
+    spec = KINDS[first.kind]
+    shared = [first.params.get(k) for k in spec.shared]
     batch = []
-    for u in pending[:size]:
-        if u.kind != first.kind or [u.params.get(k) for k in SHARED[u.kind]] != shared:
+    for u in pending[:spec.batch_size(settings)]:
+        if u.kind != first.kind or [u.params.get(k) for k in spec.shared] != shared:
             break
         batch.append(u)
     return batch

@@ -1,8 +1,9 @@
 """The Ray backend: units run on a Ray cluster (several GPUs in one box, or many machines).
 
-The units become a Ray Dataset; `map_batches` runs them through an actor class that builds a
-LocalBackend once (its models load once per actor, one actor per GPU) and runs each batch through
-the same code as `--backend local`, so the pictures and prompts are the same. The actors send their
+The units go in batches to a pool of actors (one per GPU), each of which builds a LocalBackend once
+(its models load once per actor) and runs each batch through the same code as `--backend local`, so
+the pictures and prompts are the same. The pool lives for the whole command and serves every kind
+of unit: a telephone chain's steps, a video's rounds reuse its actors and their loaded models. The actors send their
 results back as plain data (raw pixels, texts); this process (the driver) commits them as they
 arrive and holds the run folder's lock: the one writer stays the one writer, prompts.csv is never
 written by two processes, and a worker killed mid-unit leaves nothing half written (Ray restarts
@@ -211,35 +212,72 @@ class WorkerError(Exception):
 
 
 class UnitWorker:
-    """The actor: one LocalBackend (its models loaded once), a batch of units per call."""
+    """The actor: one LocalBackend, a batch of units per call. It lives for the whole command (see
+    _POOL) and serves every kind: each kind's models load on its first batch, once (the model cache
+    loads again only for a call whose settings name other models)."""
 
-    def __init__(self, settings: Settings, root: str, kind: str) -> None:
+    def __init__(self, settings: Settings, kind: str) -> None:
         from .local import LocalBackend
 
-        self.settings, self.root = settings, Path(root)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.backend = LocalBackend()
-        self.failed: str | None = None
-        try:
-            self.backend.load(kind, settings)
-        except UserError as e:
-            # Raised with the first batch, as a task's error: an actor that dies in __init__ is
-            # retried and reported by Ray with tracebacks on the command's stderr.
-            self.failed = f"on {self.name}: {e}"
+        self.failed: dict[str, str] = {}
+        self._load(kind, settings)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        if self.failed:
-            raise WorkerError(self.failed)
-        units = [Unit.from_json(json.loads(text)) for text in batch["unit"]]
-        out: dict[str, list] = {}
+    def _load(self, kind: str, settings: Settings) -> None:
         try:
-            for done in self.backend.execute(self.root, units, self.settings):
-                for unit, result in done:
-                    for column, value in {"name": unit.name, "worker": self.name, **to_row(result)}.items():
-                        out.setdefault(column, []).append(value)
+            self.backend.load(kind, settings)  # the model cache's: loads only models it does not hold
+            self.failed.pop(kind, None)
+        except UserError as e:
+            # Raised with the batch, as a task's error: an actor that dies in __init__ is retried
+            # and reported by Ray with tracebacks on the command's stderr.
+            self.failed[kind] = f"on {self.name}: {e}"
+
+    def run(self, texts: list[str], settings: Settings, root: str) -> list[dict[str, Any]]:
+        units = [Unit.from_json(json.loads(text)) for text in texts]
+        kind = units[0].kind
+        self._load(kind, settings)
+        if kind in self.failed:
+            raise WorkerError(self.failed[kind])
+        out: list[dict[str, Any]] = []
+        try:
+            for done in self.backend.execute(Path(root), units, settings):
+                out += [{"name": unit.name, "worker": self.name, **to_row(result)} for unit, result in done]
         except UserError as e:
             raise WorkerError(f"on {self.name}: {e}") from None
         return out
+
+
+# One pool of actors for the whole command, for every kind of unit (a telephone chain's caption and
+# paint steps, a video's rounds): their models load once. One pool, not one per kind: actors of two
+# pools would each ask for the GPU (or the CPUs) and the second would wait forever for the first.
+# pipeline.library_call releases it when the command ends.
+_POOL: dict[str, Any] = {"shape": None, "actors": []}
+
+
+def _actors(ray: Any, settings: Settings, kind: str, count: int, cpus: float, gpus: float) -> list[Any]:
+    """count actors of the command's pool (made now if there are fewer, or none of this shape)."""
+    if _POOL["shape"] != (cpus, gpus):
+        release_pools()
+    actors = _POOL["actors"]
+    worker = ray.remote(UnitWorker).options(num_cpus=cpus, num_gpus=gpus or None, max_restarts=RETRIES,
+                                            max_task_retries=RETRIES)
+    actors += [worker.remote(settings, kind) for _ in range(count - len(actors))]
+    _POOL.update(shape=(cpus, gpus), actors=actors)
+    return actors[:count]
+
+
+def release_pools() -> None:
+    """End the command's actors (their models leave the GPUs)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    actors = _POOL["actors"]
+    _POOL.update(shape=None, actors=[])
+    if ray is not None and ray.is_initialized():
+        for actor in actors:
+            with contextlib.suppress(Exception):  # an actor already gone
+                ray.kill(actor)
 
 
 def to_row(result: Painted | Caption) -> dict[str, Any]:
@@ -252,7 +290,9 @@ def to_row(result: Painted | Caption) -> dict[str, Any]:
 
 
 def from_row(kind: str, row: dict[str, Any]) -> Painted | Caption:
-    if kind in ("paint", "morph"):  # a dream or an in-between
+    from ..units import KINDS
+
+    if KINDS[kind].result == "Painted":  # a dream or an in-between
         from PIL import Image
 
         size = (int(row["width"]), int(row["height"]))
@@ -329,14 +369,16 @@ class RayBackend(Backend):
         actors, cpus, gpus = pool_shape(ray, settings, len(units))
         say(f"ray: {len(units)} unit(s) on {actors} actor(s) ({'1 GPU' if gpus else f'{cpus:g} CPU'} each)")
         by_name = {u.name: u for u in units}
-        size = settings.interrogate.batch_size if kind == "caption" else settings.generate.batch_size
-        ds = ray.data.from_items([{"unit": json.dumps(u.to_json())} for u in units],
-                                 override_num_blocks=len(units))  # a block per unit: any actor may take it
-        ds = _map(ray, ds, settings, str(root), kind, size, actors, cpus, gpus)
+        size = units[0].spec.batch_size(settings)
+        texts = [json.dumps(u.to_json()) for u in units]
+        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
+        from ray.util import ActorPool
+
+        pool = ActorPool(_actors(ray, settings, kind, actors, cpus, gpus))
         try:
-            for block in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for rows in pool.map_unordered(lambda a, chunk: a.run.remote(chunk, settings, str(root)), chunks):
                 done = []
-                for row in block.to_dict("records"):
+                for row in rows:
                     self.done_by[row["worker"]] += 1
                     unit = by_name[row["name"]]
                     if wanted is None or wanted(unit):
@@ -350,19 +392,6 @@ class RayBackend(Backend):
             raise UserError(text) from None
         say("ray: " + ", ".join(f"{w} ran {n}" for w, n in sorted(self.done_by.items())))
         self.done_by.clear()
-
-
-def _map(ray: Any, ds: Any, settings: Settings, root: str, kind: str, size: int, actors: int,
-         cpus: float, gpus: float) -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        # max_restarts and max_task_retries go to the actors as remote arguments, a form Ray marks
-        # deprecated; Ray Data's own defaults are unlimited restarts and retries.
-        warnings.simplefilter("ignore")
-        return ds.map_batches(UnitWorker, fn_constructor_kwargs={"settings": settings, "root": root, "kind": kind},
-                              batch_size=size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=actors),
-                              num_cpus=cpus, num_gpus=gpus or None, max_restarts=RETRIES, max_task_retries=RETRIES)
 
 
 def _worker_error(e: BaseException) -> str | None:

@@ -163,6 +163,23 @@ class ReplicateBackend(Backend):
     # What `run` announced before its first stage (root -> the work it named): that stage says it once.
     _told: dict[Path, set[tuple[str, str]]] = {}
 
+    runs_here = False  # the service's models: no --device, --dtype, scheduler or LoRA of this machine's
+    # what it would drop, and what to do instead
+    drop_hints = {"generate.lora": "give a fine-tuned model on Replicate as {replicate.paint_model}, or none",
+                  "generate.controlnet": "Replicate's SDXL takes no ControlNet: give none",
+                  "generate.prompt_weighting": "Replicate's SDXL reads plain prompts: give none"}
+
+    @classmethod
+    def honours(cls, kind: str, settings: Settings) -> frozenset[str]:
+        """SDXL on Replicate paints with its refiner as an ensemble of experts (refine,
+        high_noise_frac); no LoRA file, ControlNet or A1111 weighting. FILM interpolates the dreams
+        as they were painted: the paint options do not apply to it."""
+        from ..units import KINDS
+
+        if kind == "paint":
+            return frozenset({"generate.refiner"})
+        return frozenset(KINDS[kind].optional)
+
     @classmethod
     def key_part(cls, kind: str, settings: Settings) -> dict[str, Any]:
         return {"backend": "replicate", "model": model_ref(kind, settings)}
@@ -844,9 +861,6 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 
 def _check_supported(units: list[Unit], settings: Settings) -> None:
     """What the service's models cannot do, refused before anything is paid."""
-    if any(u.kind == "paint" for u in units) and settings.generate.lora:
-        raise SettingError("generate.lora", "is for the local painter; Replicate paints with replicate.paint_model",
-                           "give a fine-tuned model on Replicate as replicate.paint_model, or none")
     if any(u.kind == "caption" for u in units) and settings.interrogate.mode == "negative":
         raise SettingError("interrogate.mode", "'negative' needs a caption and a negative chain, which "
                            "replicate.caption_model does not give", "with --backend replicate use best, classic, "
@@ -856,7 +870,7 @@ def _check_supported(units: list[Unit], settings: Settings) -> None:
 def _check_dreams(root: Path, units: list[Unit]) -> None:
     """FILM interpolates the two dreams themselves: each must be there and current (the one the
     in-between's key names), or the in-betweens would show the old pictures under new keys."""
-    from ..stages.generate import is_current
+    from ..stages.engine import is_current
 
     checked: dict[str, bool] = {}
     for u in units:
@@ -891,6 +905,9 @@ def _inputs(root: Path, job: Gap, settings: Settings) -> dict[str, Any]:
     if p["strength"]:
         inputs["image"] = _data_url(root / u.inputs[0])
         inputs["prompt_strength"] = p["strength"]
+    if p.get("refiner"):  # SDXL on Replicate: its refiner as an ensemble of experts, from the switch point
+        inputs["refine"] = "expert_ensemble_refiner"
+        inputs["high_noise_frac"] = p["refiner_switch"]
     return inputs
 
 

@@ -173,7 +173,7 @@ class Painter:
                  vae: str | None = None, preview_vae: str | None = None, compile: bool = False,
                  tune: bool | None = None, refiner: str | None = None, prompt_weighting: str | None = None,
                  controlnet: str | None = None, depth_model: str | None = None,
-                 ip_adapter: tuple[str, str, str] | None = None) -> None:
+                 ip_adapter: tuple[str, str, str] | None = None, components: dict[str, Any] | None = None) -> None:
         """preview_vae: an AutoencoderTiny (TAESD, e.g. madebyollin/taesdxl) decodes instead of
         the model's VAE: much faster, a little softer. compile: torch.compile the UNet (the first
         batch, and each new batch size or image size, pays the compile). tune: channels_last and
@@ -181,7 +181,9 @@ class Painter:
         refiner: an SDXL refiner that finishes the base's latents (sharing its VAE and second text
         encoder). prompt_weighting "a1111": prompts whole, in 75-token chunks, with A1111's weights.
         controlnet: canny, depth or [MODULE:]ID_OR_PATH (models/controlnet.py); depth_model: the
-        depth estimator of the depth module."""
+        depth estimator of the depth module. components: the SDXL pipeline's parts, made by the caller
+        (unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler: a test's
+        get_dummy_components, as diffusers' own tests do); then model is only the name it shows."""
         import torch  # noqa: F401  (fail here, not halfway, if torch is broken)
         from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionXLPipeline
 
@@ -197,7 +199,7 @@ class Painter:
         if vae and preview_vae:
             raise SettingError("generate.vae", "give {generate.vae} or {generate.preview_vae}, not both",
                                "none turns one off", also=("generate.preview_vae",))
-        source = hub.resolve(model)
+        source = hub.resolve(model) if components is None else model
         kwargs: dict[str, Any] = _dtype_kwargs(self.dtype)
         if vae:
             with hub.loading("VAE", vae), _hushed_load_bars(hub.is_tiny(vae) or Path(vae).exists()):
@@ -215,7 +217,10 @@ class Painter:
                     hub.resolve(preview_vae), **_dtype_kwargs(self.dtype))
         quiet = _quiet_diffusers() if preview_vae else _offline_quiet()  # "expected KL"
         with hub.loading("SDXL model", model), _hushed_load_bars(Path(source).exists()), quiet:
-            if Path(source).is_file():  # an A1111 / ComfyUI checkpoint file (.safetensors)
+            if components is not None:
+                pipe = StableDiffusionXLPipeline(**{**components, **{k: v for k, v in kwargs.items() if k == "vae"}})
+                pipe = pipe.to(dtype=self.dtype)
+            elif Path(source).is_file():  # an A1111 / ComfyUI checkpoint file (.safetensors)
                 pipe = StableDiffusionXLPipeline.from_single_file(source, **kwargs)
             else:
                 pipe = StableDiffusionXLPipeline.from_pretrained(source, **kwargs)
@@ -234,7 +239,6 @@ class Painter:
         self.tuned = self.device.type == "cuda" if tune is None else tune
         if self.tuned:
             self._tune(pipe)
-        self.compiled = compile
         if compile:
             pipe.unet = torch.compile(pipe.unet)
         self._img2img: Any = None

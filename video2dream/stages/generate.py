@@ -9,25 +9,25 @@ painted again. PNGs are encoded and written on a separate thread while the model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..progress import progress_bar, say
+from ..progress import say
 from ..runfolder import RunFolder
 from ..settings import GenerateSettings, Settings, inactive_tags, key_fields, stable_hash
 from ..tables import moment_tolerance, parse_time, read_frames, same_moment
 from ..units import Unit, merge_negative, needs_source, paint_params, painter_options, seed_for
+from .a1111 import a1111_text
+from .engine import KEY_CHUNK, Engine, Stage, is_current
 from .interrogate import orphans_path, read_prompts
 
 if TYPE_CHECKING:
-    from ..backends import Backend, Done, Painted
+    from ..backends import Backend, Painted
     from ..models.cache import ModelCache
 
-KEY_CHUNK = "video2dream"
 
 
 @dataclass
@@ -92,7 +92,9 @@ def plan(run: RunFolder, settings: Settings, backend: str | Backend | None = Non
     extract_key = (run.read_record("extract") or {}).get("key")
     # per-unit settings (seed, negative prompt, size) are hashed per job below
     shared = key_fields(g, without=inactive_tags(g))
-    remote = _key_part(backend or settings.backend, "paint", settings)  # empty for local: keys as before
+    from ..backends import key_part
+
+    remote = key_part(backend or settings.backend, "paint", settings)  # empty for local: keys as before
     direct = directing(run, settings, frames, df, backend)
     jobs = []
     for n in names:
@@ -129,21 +131,6 @@ def _check_moments(run: RunFolder, rows: dict, times: dict[str, float]) -> None:
                         "to the frame at their time and writes the others again")
 
 
-def is_current(path: Path, key: str) -> bool:
-    """Whether path is a whole, undamaged PNG carrying key. The key is near the start of the file, so
-    a file cut short (a full disk) or damaged in the middle would still carry it: check every chunk,
-    and that its image data inflates (valid checksums over bad data would drop out of the video)."""
-    from ..pngmeta import png_decodes, read_png_text
-    from ..runfolder import is_regular
-
-    if not is_regular(path):  # a FIFO would block the read; a folder is no dream
-        return False
-    try:
-        return png_decodes(path) and read_png_text(path).get(KEY_CHUNK) == key
-    except Exception:  # missing or corrupt: paint it again
-        return False
-
-
 def plan_units(run: RunFolder, settings: Settings, force: bool = False,
                backend: str | Backend | None = None) -> tuple[list[Unit], tuple[int, int]]:
     """The paint units of the dreams that are not current (all with force), and the dream size.
@@ -175,104 +162,22 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
     """Paint the dreams that are not current. models: a cache to take the painter from (and leave
     it in); by default it loads here. backend: where the units run (a name, or a Backend)."""
     jobs, (width, height) = plan(run, settings, backend)
-    from ..models.devices import check_device
-
-    if not _key_part(backend, "paint", settings):  # a remote service's model needs no device here (nor torch)
-        check_device(settings.device, settings.dtype)  # even with nothing to paint: never save a bad --device
+    engine = Engine(run, settings, backend, models)
+    engine.check_here()  # even with nothing to paint: never save a bad --device
     todo = to_units(run, settings, jobs, (width, height), force)
     result = GenerateResult(up_to_date=len(jobs) - len(todo), width=width, height=height)
     if not todo:
         if on_ready:
             on_ready()
         return result
-    runner = start_units(run, settings, todo, backend, models, on_ready, run.dreams_dir)
-    result.truncated = _note_truncation(run, runner.token_limits(todo, settings), todo)
-    with progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
-        for name in commit_behind(run, runner.execute(run.root, todo, settings), commit, runner.committed):
-            result.painted.append(name)
-            bar.update(1)
+
+    def started(runner: Backend) -> None:
+        result.truncated = _note_truncation(run, runner.token_limits(todo, settings), todo)
+
+    result.painted = engine.run_units(STAGE, todo, on_ready, started)
     if settings.generate.prompt_weighting:  # every dream now reads its prompt whole: no list of cuts is true
         (run.root / "truncated.csv").unlink(missing_ok=True)
     return result
-
-
-def _key_part(backend: str | Backend, kind: str, settings: Settings) -> dict[str, Any]:
-    from ..backends import key_part
-
-    return key_part(backend, kind, settings)
-
-
-def commit_behind(run: RunFolder, batches: Iterator[list[Done]], commit: Callable[[RunFolder, Unit, Any], str],
-                  committed: Callable[[list[Unit]], None] | None = None) -> Iterator[str]:
-    """Commit each result on a writer thread while the backend runs the next batch (the GPU never
-    waits for PNG encoding); the names committed, as they are. A failed write is raised here; on
-    an interrupt, the results already made are still written. committed(units) is told on the
-    writer thread once a unit's file is renamed into place (a paid prediction is used only then)."""
-    def write(unit: Unit, result: Any) -> str:
-        name = commit(run, unit, result)
-        if committed is not None:
-            committed([unit])
-        return name
-
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        pending: list[Future] = []
-        for batch in batches:
-            pending += [writer.submit(write, unit, result) for unit, result in batch]
-            while pending and pending[0].done():
-                yield pending.pop(0).result()  # re-raises a failed write here
-        for f in pending:
-            yield f.result()
-
-
-def a1111_text(params: dict[str, Any], painted: Painted) -> str:
-    """The one A1111 `parameters` writer: a paint unit's text, with the painter's sampler and model."""
-    from ..pngmeta import a1111_parameters
-
-    p = params
-    extra: dict[str, object] = dict(p.get("leading") or {})  # the telephone's step comes first
-    if p["strength"]:
-        extra["Denoising strength"] = p["strength"]
-    if p["lora"]:
-        extra["Lora"] = p["lora"]
-    if p.get("color_coherence"):
-        extra["Color coherence"] = p["color_coherence"].upper()
-    extra.update(_option_fields(p))
-    extra.update(p.get("trailing") or {})  # an in-between's keyframe B and t (stages/morph.py)
-    return a1111_parameters(p["prompt"], p["negative_prompt"], p["steps"], painted.sampler, p["guidance"],
-                            p["seed"], p["width"], p["height"], painted.model, extra)
-
-
-def _option_fields(p: dict[str, Any]) -> dict[str, object]:
-    """The refiner and the ControlNet as A1111 (and its ControlNet extension) write them."""
-    from ..models.controlnet import control_module
-    from ..models.painter import short_name
-
-    out: dict[str, object] = {}
-    if p.get("refiner"):
-        out.update({"Refiner": short_name(p["refiner"]), "Refiner switch at": p["refiner_switch"]})
-    if p.get("controlnet"):
-        module, model = control_module(p["controlnet"])
-        out["ControlNet 0"] = f"Module: {module}, Model: {short_name(model)}, Weight: {float(p['control_scale'])}"
-    if p.get("style_image"):  # as A1111's ControlNet extension names its ip-adapter units
-        out["IP-Adapter"] = f"Model: {p['ip_adapter']}, Image: {Path(p['style_image']).name}, " \
-                            f"Weight: {float(p['style_image_scale'])}"
-    return out
-
-
-def start_units(run: RunFolder, settings: Settings, todo: list[Unit], backend: str | Backend,
-                models: ModelCache | None, on_ready: Callable[[], None] | None, out_dir: Path) -> Backend:
-    """Before anything is written: the backend says what it will cost (or refuses) and loads what
-    the units need; then the settings are saved and out_dir made ready for the commits."""
-    from ..backends import backend_for
-
-    runner = backend_for(backend, models)
-    runner.before(run.root, todo, settings)
-    runner.load(todo[0].kind, settings)
-    if on_ready:
-        on_ready()
-    run.remove_temporaries()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return runner
 
 
 def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
@@ -288,6 +193,9 @@ def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
         image = match_lab(image, run.frames_dir / unit.name)
     save_png(image, run.dreams_dir / unit.name, a1111_text(unit.params, painted), {KEY_CHUNK: unit.key})
     return unit.name
+
+
+STAGE = Stage("generate", "paint", "dream", out_dir=lambda run: run.dreams_dir, commit=commit)
 
 
 def _note_truncation(run: RunFolder, limits: dict[str, tuple[str, str]], units: list[Unit]) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..progress import progress_bar, say
+from ..progress import say
 from ..runfolder import RunFolder, read_regular
 from ..settings import Settings, key_fields, stable_hash
 from ..tables import (
@@ -204,13 +204,11 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
                 backend: str | Backend = "local") -> InterrogateResult:
     """Write the rows that are not current. models: a cache to take the models from (and leave them
     in); by default they load here. backend: where the units run (a name, or a Backend)."""
-    from ..models.devices import check_device
+    from .engine import Engine, Stage
 
     run.require()
-    from ..backends import key_part
-
-    if not key_part(backend, "caption", settings):  # a remote service's model needs no device here (nor torch)
-        check_device(settings.device, settings.dtype)  # even with nothing to do: never save a --device that cannot work
+    engine = Engine(run, settings, backend, models)
+    engine.check_here()  # even with nothing to do: never save a --device that cannot work
     todo, table = plan_units(run, settings, force, backend)
     result = table.result
     _report_placement(run, result)
@@ -221,19 +219,16 @@ def interrogate(run: RunFolder, settings: Settings, force: bool = False,
             _save_orphans(run, table.placed.orphaned)
             commit(run, table, [])  # an edit saved since the plan read the file is merged, not lost
         return result
-    from ..backends import backend_for
 
-    runner = backend_for(backend, models)
-    runner.before(run.root, todo, settings)
-    runner.load("caption", settings)
-    if on_ready:
-        on_ready()
-    _save_orphans(run, table.placed.orphaned)  # before prompts.csv loses them
-    with progress_bar(total=len(todo), desc=f"interrogate ({settings.interrogate.mode})", unit="frame") as bar:
-        for done in runner.execute(run.root, todo, settings, wanted=table.wanted):
-            commit(run, table, done)  # a killed run keeps every finished batch
-            runner.committed([unit for unit, _ in done])  # a paid prediction is used once its row is written
-            bar.update(len(done))
+    def commit_batch(run: RunFolder, done: list[Done]) -> list[str]:
+        before = len(result.done)
+        commit(run, table, done)
+        return result.done[before:]
+
+    stage = Stage(f"interrogate ({settings.interrogate.mode})", "caption", "frame", commit_batch=commit_batch)
+    # the orphans are saved before prompts.csv loses them
+    engine.run_units(stage, todo, on_ready, lambda _runner: _save_orphans(run, table.placed.orphaned),
+                     wanted=table.wanted)
     if result.edited_meanwhile:
         result.done = [n for n in result.done if n not in result.edited_meanwhile]
         result.kept_edited += [n for n in result.edited_meanwhile if n not in result.kept_edited]
@@ -383,10 +378,6 @@ def status_data(run: RunFolder, settings: Settings) -> dict[str, Any]:
         "stale": which["stale"], "missing": missing,
         "elsewhere": [name for name, _ in placed.moved] + [str(r["filename"]) for r in placed.orphaned],
     }
-
-
-def status(run: RunFolder, settings: Settings) -> str:
-    return status_line(status_data(run, settings))
 
 
 def status_line(d: dict[str, Any]) -> str:

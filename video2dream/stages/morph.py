@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..progress import progress_bar, say
+from ..progress import say
 from ..runfolder import RunFolder
 from ..settings import Settings, stable_hash
 from ..tables import read_frames
-from ..units import Unit, paint_params, style_image_params
+from ..units import MorphParams, Unit, style_image_params
 from . import generate as gen
+from .a1111 import a1111_text
+from .engine import KEY_CHUNK, Engine, Stage, is_current
 
 if TYPE_CHECKING:
     from ..backends import Backend, Painted
@@ -221,17 +223,16 @@ def to_units(run: RunFolder, settings: Settings, todo: list[Inbetween], size: tu
     dreams = run.dreams_dir.relative_to(run.root).as_posix()
     units = []
     for m in todo:
-        params = paint_params(m.a.prompt, m.a.negative_prompt, m.a.seed, size, g.steps, g.guidance,
-                              g.strength, g.lora, options=style_image_params(g))
-        params["t"] = m.t
-        params["b"] = {"prompt": m.b.prompt, "negative_prompt": m.b.negative_prompt, "seed": m.b.seed}
         # A1111's own names where they mean the same: its variation seed is a slerp of two noises.
-        params["trailing"] = {"Variation seed": m.b.seed, "Variation seed strength": m.t,
-                              "Morph": f"{m.a.name} to {m.b.name}", "Morph prompt B": m.b.prompt,
-                              "Morph negative prompt B": m.b.negative_prompt or None}
+        trailing = {"Variation seed": m.b.seed, "Variation seed strength": m.t, "Morph": f"{m.a.name} to {m.b.name}",
+                    "Morph prompt B": m.b.prompt, "Morph negative prompt B": m.b.negative_prompt or None}
         # gap: what a frame interpolation model needs (it makes the gap's in-betweens from the two
         # dreams in one call, which must be the ones these keys name); not in the key, not in the text
-        params["gap"] = {"count": m.count, "keys": [m.a.key, m.b.key]}
+        params = MorphParams(m.a.prompt, m.a.negative_prompt, int(m.a.seed), size[0], size[1], g.steps, g.guidance,
+                             g.strength, g.lora, t=m.t,
+                             b={"prompt": m.b.prompt, "negative_prompt": m.b.negative_prompt, "seed": m.b.seed},
+                             trailing=trailing, gap={"count": m.count, "keys": [m.a.key, m.b.key]},
+                             **style_image_params(g)).to_dict()
         # The frames (img2img: the local walk's init latents) first, then the two dreams (a frame
         # interpolation model's input): the local backend reads inputs[0] and [1] only with strength.
         inputs = (f"{frames}/{m.a.name}", f"{frames}/{m.b.name}") if g.strength else ()
@@ -245,35 +246,23 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False,
     """The morph units of the in-betweens that are not current (all with force), and how many there are."""
     planned = plan(run, settings, backend)
     size = gen.dream_size(run, settings)
-    todo = [m for m in planned if force or not gen.is_current(run.morphs_dir / m.name, m.key)]
+    todo = [m for m in planned if force or not is_current(run.morphs_dir / m.name, m.key)]
     return to_units(run, settings, todo, size), len(planned)
 
 
 def morph(run: RunFolder, settings: Settings, force: bool = False, on_ready: Callable[[], None] | None = None,
           models: ModelCache | None = None, backend: str | Backend = "local") -> MorphResult:
     """Paint the in-betweens that are not current, batch by batch, each committed as it is done."""
-    from ..backends import key_part
-
     found, cuts = gaps(run, settings, backend)
-    if not key_part(backend, "morph", settings):  # a remote service's models need no device here
-        from ..models.devices import check_device
-
-        check_device(settings.device, settings.dtype)
+    engine = Engine(run, settings, backend, models)
+    engine.check_here()  # a remote service's models need no device here
     todo, total = plan_units(run, settings, force, backend)
     result = MorphResult(up_to_date=total - len(todo), gaps=len(found), cuts=cuts,
                          pacing=pacing_used(run, settings) if total else settings.morph.pacing)
     if result.pacing != settings.morph.pacing:
         say("warning: the soundtrack is silent, so --pacing audio has no onsets to follow: "
             "the in-betweens are evenly spaced (linear pacing)")
-    if not todo:
-        if on_ready:
-            on_ready()
-        return result
-    runner = gen.start_units(run, settings, todo, backend, models, on_ready, run.morphs_dir)
-    with progress_bar(total=len(todo), desc="morph", unit="in-between") as bar:
-        for name in gen.commit_behind(run, runner.execute(run.root, todo, settings), commit, runner.committed):
-            result.painted.append(name)
-            bar.update(1)
+    result.painted = engine.run_units(STAGE, todo, on_ready)
     return result
 
 
@@ -281,9 +270,11 @@ def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
     """Write one in-between: the picture, its A1111 text and its key (temp name, then rename)."""
     from ..pngmeta import save_png
 
-    save_png(painted.image, run.morphs_dir / unit.name, gen.a1111_text(unit.params, painted),
-             {gen.KEY_CHUNK: unit.key})
+    save_png(painted.image, run.morphs_dir / unit.name, a1111_text(unit.params, painted), {KEY_CHUNK: unit.key})
     return unit.name
+
+
+STAGE = Stage("morph", "morph", "in-between", out_dir=lambda run: run.morphs_dir, commit=commit)
 
 
 # -- assemble and status -----------------------------------------------------------------------
@@ -313,7 +304,7 @@ def status_data(run: RunFolder, settings: Settings) -> dict[str, Any]:
         found, cuts = gaps(run, settings)
     except UserError as e:
         return {"state": "error", "error": f"cannot plan: {e}"}
-    current = [m.name for m in planned if gen.is_current(run.morphs_dir / m.name, m.key)]
+    current = [m.name for m in planned if is_current(run.morphs_dir / m.name, m.key)]
     done = set(current)
     stale = [m.name for m in planned if m.name not in done and (run.morphs_dir / m.name).is_file()]
     missing = [m.name for m in planned if m.name not in done and not (run.morphs_dir / m.name).is_file()]

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..progress import progress_bar
 from ..runfolder import RunFolder
 from ..seeds import SEED_COLUMN, variant_seed
 from ..settings import Settings
 from ..units import Unit
 from . import generate as gen
+from .a1111 import a1111_text
+from .engine import KEY_CHUNK, Engine, Stage, is_current
 
 if TYPE_CHECKING:
     from ..backends import Backend, Painted
@@ -81,7 +82,7 @@ def plan_units(run: RunFolder, settings: Settings, count: int, rows: str | None 
                 continue
             total += 1
             name = variant_name(j.name, k)
-            if force or not gen.is_current(variants_dir(run) / name, j.key):
+            if force or not is_current(variants_dir(run) / name, j.key):
                 unit = gen.to_units(run, settings, [j], size, force=True)[0]
                 out.append(Unit(name, "paint", unit.inputs, unit.params, unit.key))
     order = {n: i for i, n in enumerate(j.name for j in jobs)}
@@ -93,23 +94,11 @@ def generate_variants(run: RunFolder, settings: Settings, count: int, rows: str 
                       on_ready: Callable[[], None] | None = None, models: ModelCache | None = None,
                       backend: str | Backend = "local") -> VariantsResult:
     """Paint the candidates that are not current, each committed as it is done. dreams/ is untouched."""
-    from ..backends import key_part
-
+    engine = Engine(run, settings, backend, models)
+    engine.check_here()  # a remote service's models need no device here
     todo, total = plan_units(run, settings, count, rows, force, backend)
-    if not key_part(backend, "paint", settings):
-        from ..models.devices import check_device
-
-        check_device(settings.device, settings.dtype)
     result = VariantsResult(up_to_date=total - len(todo), frames=total // count)
-    if not todo:
-        if on_ready:
-            on_ready()
-        return result
-    runner = gen.start_units(run, settings, todo, backend, models, on_ready, variants_dir(run))
-    with progress_bar(total=len(todo), desc="variants", unit="candidate") as bar:
-        for name in gen.commit_behind(run, runner.execute(run.root, todo, settings), commit):
-            result.painted.append(name)
-            bar.update(1)
+    result.painted = engine.run_units(STAGE, todo, on_ready)
     return result
 
 
@@ -122,8 +111,11 @@ def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:
         from ..color import match_lab
 
         image = match_lab(image, run.frames_dir / f"{unit.name.rsplit('_', 1)[0]}.png")
-    save_png(image, variants_dir(run) / unit.name, gen.a1111_text(unit.params, painted), {gen.KEY_CHUNK: unit.key})
+    save_png(image, variants_dir(run) / unit.name, a1111_text(unit.params, painted), {KEY_CHUNK: unit.key})
     return unit.name
+
+
+STAGE = Stage("variants", "paint", "candidate", out_dir=lambda run: variants_dir(run), commit=commit)
 
 
 # -- pick --------------------------------------------------------------------------------------
@@ -175,7 +167,7 @@ def pick(run: RunFolder, settings: Settings, frame: str, number: int) -> str:
     seed = candidate_seed(path)
     job = next(j for j in gen.plan(run, settings, seeds={name: seed})[0] if j.name == name) \
         if seed is not None else None
-    if job is None or not gen.is_current(path, job.key):
+    if job is None or not is_current(path, job.key):
         raise UserError(f"{path.name} was painted with other words or settings than {name}'s now (or is damaged); "
                         f"paint the candidates again with `video2dream generate {run.root} --variants K "
                         f"--rows {int(Path(name).stem)}`")

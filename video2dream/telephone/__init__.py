@@ -26,12 +26,12 @@ drift plot, chain.mp4, the summary), video (a video's rounds), game (the command
 from .chain import ChainResult, Drift, run_chain
 from .game import telephone
 from .inputs import fit, input_kind, is_image, list_images, load_image, to_rgb
-from .keys import CHAIN_VERSION, _check_same_chain, chain_key, chain_outputs_key, chain_settings
+from .keys import CHAIN_VERSION, chain_key, chain_outputs_key, chain_settings
 from .outputs import COLUMNS, OUTPUTS, TelephoneResult, describe
 from .steps import CHUNK, Step, read_step, seed_for, step_name
 from .video import SEED_STRIDE, RoundView, play_video, round_prompts
 
 __all__ = ["telephone", "run_chain", "play_video", "chain_settings", "input_kind", "load_image", "fit", "to_rgb",
-           "is_image", "list_images", "chain_key", "chain_outputs_key", "_check_same_chain", "CHAIN_VERSION",
+           "is_image", "list_images", "chain_key", "chain_outputs_key", "CHAIN_VERSION",
            "CHUNK", "COLUMNS", "OUTPUTS", "SEED_STRIDE", "ChainResult", "Drift", "RoundView", "Step",
            "TelephoneResult", "describe", "read_step", "round_prompts", "seed_for", "step_name"]

@@ -9,19 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 from .. import media
 from ..errors import UserError
-from ..progress import progress_bar
 from ..runfolder import RunFolder
 from ..settings import Settings
 from .inputs import fit, load_image
-from .keys import _check_same_chain, _clear, chain_key, chain_outputs_key
+from .keys import chain_key, chain_outputs_key, check_same_chain, clear_chain
 from .outputs import OUTPUTS, _write_csv, _write_outputs, thumbnails
-from .steps import Step, _paint_unit, caption_unit, read_step, repeats, save_step, step_name
+from .steps import Step, caption_unit, paint_unit, read_step, repeats, save_step, step_name
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..backends import Backend
+    from ..backends import Backend, Caption, Done, Painted
     from ..models.cache import ModelCache
+    from ..stages.engine import Engine
+    from ..units import Unit
 
 
 @dataclass
@@ -62,14 +63,17 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
               on_ready: Callable[[], None] | None = None, backend: str | Backend = "local") -> ChainResult:
     """Play (or resume, or extend) the chain of one image into folder; write its outputs. Each step
     is painted as a paint unit and captioned as a caption unit on backend, and committed like a dream."""
-    from ..backends import backend_for
     from ..models.sizes import generation_size
+    from ..stages.engine import Engine
 
     t, g = settings.telephone, settings.generate
+    runner = Engine(folder, settings, backend, models)
+    for kind in ("caption", "paint"):
+        runner.check(kind)  # a setting the backend would drop: refused before the chain is touched
     original = load_image(source)
     size = (g.width, g.height) if g.width and g.height else generation_size(*original.size, g.pixels)
     key, parts = chain_key(settings, media.fingerprint(source), size)
-    _check_same_chain(folder, key, parts, force)
+    check_same_chain(folder, key, parts, force)
     rows, images = ([], []) if force else _finished_steps(folder, key)  # --force: cleared when opened
     fixed = next(((r.step, r.repeats_step) for r in rows if r.repeats_step is not None), None)
     target = min(t.steps, fixed[0]) if fixed and t.stop_at_fixed_point else t.steps
@@ -83,15 +87,14 @@ def run_chain(folder: RunFolder, source: Path, settings: Settings, models: Model
                            bool(fixed and t.stop_at_fixed_point and fixed[0] <= target), True,
                            thumbs=thumbnails(images[:target + 1]), captions=[r.caption for r in rows[:target + 1]])
 
-    runner = backend_for(backend, models)
     # The models first: one that cannot load (offline, a bad name) fails before the folder is
     # written, so that the retry with other settings finds nothing to force past.
     to_paint = target > len(rows) - 1
     if to_paint or not rows or rows[-1].caption is None:
-        runner.load("caption", settings)
+        runner.backend.load("caption", settings)
     drift = Drift(models.clip(settings))
     if to_paint:
-        runner.load("paint", settings)
+        runner.backend.load("paint", settings)
     _open_chain(folder, source, key, parts, force, on_ready)
     if not rows:
         _first_step(folder, original, size, key, rows, images)
@@ -116,7 +119,7 @@ def _open_chain(folder: RunFolder, source: Path, key: str, parts: dict[str, Any]
         on_ready()
     folder.ensure()
     if force:
-        _clear(folder)
+        clear_chain(folder)
     folder.remove_temporaries()
     folder.write_record("telephone", {"key": key, "parts": parts, "input": str(source.resolve())})
 
@@ -148,63 +151,85 @@ def _first_step(folder: RunFolder, original: Image.Image, size: tuple[int, int],
     images.append(first)
 
 
-def _settle(folder: RunFolder, runner: Backend, settings: Settings, key: str, rows: list[Step],
+def _settle(folder: RunFolder, engine: Engine, settings: Settings, key: str, rows: list[Step],
             images: list[Image.Image]) -> tuple[str, str]:
     """Caption the last step (a caption unit on its committed PNG) and commit it again with its
     caption; the next step's prompt and negative prompt."""
     from ..pngmeta import read_parameters
+    from ..stages.engine import Stage
 
     row = rows[-1]
-    ((_, made),) = next(runner.execute(folder.root, [caption_unit(settings, row, key)], settings))
-    row.caption = made.caption
-    if row.step:
-        row.repeats_step = repeats([r.caption for r in rows[:-1]], row.caption)
-    save_step(folder.root, images[-1], row, key, read_parameters(folder.root / row.image) if row.step else None)
-    return made.prompt, made.negative_prompt
+    made: list[Caption] = []
+
+    def commit(run: RunFolder, unit: Unit, caption: Caption) -> str:
+        made.append(caption)
+        row.caption = caption.caption
+        if row.step:
+            row.repeats_step = repeats([r.caption for r in rows[:-1]], row.caption)
+        save_step(run.root, images[-1], row, key, read_parameters(run.root / row.image) if row.step else None)
+        return row.image
+
+    engine.execute(Stage("telephone caption", "caption", "step", commit=commit),
+                   [caption_unit(settings, row, key)], bar=False)
+    return made[0].prompt, made[0].negative_prompt
 
 
-def _next_prompt(folder: RunFolder, runner: Backend, settings: Settings, key: str, row: Step) -> tuple[str, str]:
+def _next_prompt(engine: Engine, settings: Settings, key: str, row: Step) -> tuple[str, str]:
     """The prompt a step made in an earlier command leads to: its caption (caption mode), or what
     its caption unit makes of it again."""
     if settings.interrogate.mode == "caption":
         return row.caption or "", ""
-    ((_, made),) = next(runner.execute(folder.root, [caption_unit(settings, row, key)], settings))
+    ((_, made),) = engine.results([caption_unit(settings, row, key)])
     return made.prompt, made.negative_prompt
 
 
-def _paint_steps(folder: RunFolder, name: str, settings: Settings, runner: Backend, drift: Drift,
+def _paint_steps(folder: RunFolder, name: str, settings: Settings, engine: Engine, drift: Drift,
                  chain: tuple[str, tuple[int, int], int], rows: list[Step], images: list[Image.Image],
                  fixed: tuple[int, int] | None, pending: tuple[str, str] | None
                  ) -> tuple[int, int, tuple[int, int] | None]:
     """Paint, caption and commit steps up to the target (or the fixed point): (painted, truncated, fixed)."""
-    from ..stages.generate import a1111_text
+    from .. import report
+    from ..stages.a1111 import a1111_text
+    from ..stages.engine import Stage
 
     key, size, target = chain
     painted = truncated = 0
     todo = max(0, target - (len(rows) - 1))
     if todo:
-        runner.load("paint", settings)
-    with progress_bar(total=todo, desc=f"telephone {name}", unit="step") as bar:
+        engine.backend.load("paint", settings)
+    made: list[Done] = []
+
+    def commit(run: RunFolder, unit: Unit, picture: Painted) -> str:
+        row = Step(len(rows), step_name(len(rows)), None, unit.params["prompt"], unit.params["negative_prompt"],
+                   unit.params["seed"])
+        save_step(run.root, picture.image, row, key, a1111_text(unit.params, picture))
+        made.append((row, picture))
+        return row.image
+
+    stage, reporter = f"telephone {name}", report.current()
+    reporter.stage(stage, todo, "step")
+    try:
         while len(rows) <= target:
             k = len(rows)
-            prompt, negative = pending or _next_prompt(folder, runner, settings, key, rows[-1])
-            unit = _paint_unit(settings, k, prompt, negative, size, key)
-            truncated += bool(runner.token_limits([unit], settings))
-            ((_, picture),) = next(runner.execute(folder.root, [unit], settings))
-            row = Step(k, step_name(k), None, prompt, unit.params["negative_prompt"], unit.params["seed"])
-            save_step(folder.root, picture.image, row, key, a1111_text(unit.params, picture))
+            prompt, negative = pending or _next_prompt(engine, settings, key, rows[-1])
+            unit = paint_unit(settings, k, prompt, negative, size, key)
+            truncated += bool(engine.backend.token_limits([unit], settings))
+            engine.execute(Stage(stage, "paint", "step", commit=commit), [unit], bar=False)
+            row, picture = made.pop()
             rows.append(row)
             images.append(picture.image)
-            pending = _settle(folder, runner, settings, key, rows, images)
+            pending = _settle(folder, engine, settings, key, rows, images)
             drift.add([picture.image], [row.caption])
             drift.fill(rows)
             _write_csv(folder.root / "chain.csv", rows)
             painted += 1
-            bar.update(1)
+            reporter.unit_done(stage, row.image)
             if row.repeats_step is not None and fixed is None:
                 fixed = (k, row.repeats_step)
                 if settings.telephone.stop_at_fixed_point:
                     break
+    finally:
+        reporter.finished(stage, painted)
     return painted, truncated, fixed
 
 

@@ -53,7 +53,7 @@ def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list
     return out
 
 
-def _check_same_chain(run: RunFolder, key: str, parts: dict[str, Any], force: bool) -> None:
+def check_same_chain(run: RunFolder, key: str, parts: dict[str, Any], force: bool) -> None:
     """Refuse to touch a chain made with other settings (or from another input) unless --force."""
     if force:
         return
@@ -70,7 +70,7 @@ def _check_same_chain(run: RunFolder, key: str, parts: dict[str, Any], force: bo
                         "give another -o folder, or add --force to start over")
 
 
-def _clear(run: RunFolder) -> None:
+def clear_chain(run: RunFolder) -> None:
     for p in run.root.glob("step_*.png"):
         if re.fullmatch(r"step_[0-9]{3,}\.png", p.name):
             p.unlink()

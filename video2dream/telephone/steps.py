@@ -101,7 +101,7 @@ def caption_unit(settings: Settings, row: Step, key: str) -> Unit:
     return Unit(row.image, "caption", (row.image,), caption_params(settings.interrogate), key)
 
 
-def _paint_unit(settings: Settings, k: int, prompt: str, negative: str, size: tuple[int, int], key: str) -> Unit:
+def paint_unit(settings: Settings, k: int, prompt: str, negative: str, size: tuple[int, int], key: str) -> Unit:
     """Step k's paint unit: the generate stage's seed rule and negative prompt, the step before as
     img2img's init picture."""
     from ..units import merge_negative, needs_source, paint_params, painter_options, seed_for

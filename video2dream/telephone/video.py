@@ -56,7 +56,7 @@ class RoundView(RunFolder):
 def _round_source_key(view: RoundView) -> str:
     """What the round's dreams are: the keys their PNGs carry (equal keys, equal pictures)."""
     from ..pngmeta import read_png_text
-    from ..stages.generate import KEY_CHUNK
+    from ..stages.engine import KEY_CHUNK
     from ..tables import read_frames
 
     names = read_frames(view.frames_csv)["filename"].tolist()
