@@ -27,7 +27,8 @@ def test_compile_is_not_in_the_key_and_unset_new_knobs_keep_old_keys() -> None:
     g = GenerateSettings()
     old = dataclasses.asdict(g)
     later = ("refiner", "refiner_switch", "prompt_weighting", "controlnet", "control_scale", "depth_model",
-             "color_coherence")
+             "color_coherence", "style", "negative_style", "style_image", "style_image_scale", "ip_adapter",
+             "ip_adapter_subfolder", "ip_adapter_weight")
     for new in ("compile", "preview_vae", "batch_size", *later):  # batch_size: always left out, by generate itself
         old.pop(new)
     assert generate_key_fields(g) == old  # dreams painted before these knobs stay current
