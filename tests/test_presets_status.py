@@ -136,7 +136,7 @@ def test_status_json_of_a_fresh_extract(clip: Path, tmp_path: Path, capsys: pyte
     assert d["source"] == {"path": str(clip), "duration": pytest.approx(3.0, abs=0.1), "has_audio": True,
                            "state": "present"}
     assert d["extract"] == {"state": "done", "frames": 3, "fps": 1.0, "width": 160, "height": 120,
-                          "at": "seconds", "cuts": 0}
+                          "at": "seconds", "cuts": 0, "kinds": {"tick": 3}}
     assert d["interrogate"] == {"state": "not run"} and d["generate"] == {"state": "not run"}
     assert [(v["video"], v["state"]) for v in d["videos"]] == [("dream.mp4", "not run")]
     assert d["settings"] == {"generate": {"strength": 0.6, "seed_mode": "fixed"}}

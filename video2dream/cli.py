@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the frames and every telephone round side by side -> RUN_DIR/dream_grid.mp4")
     _add_config(p)
     p.add_argument("--force", action="store_true", help="encode again even if up to date")
+    p.add_argument("--strict", action="store_true", help="refuse to assemble stale dreams (default: warn)")
 
     p = _command(sub, "mux-audio", "add or replace the soundtrack of RUN_DIR/dream.mp4 (no re-encode)")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -392,7 +393,8 @@ def _call(args: argparse.Namespace, run: RunFolder, settings: Settings) -> None:
         do = {"extract": pipeline.do_extract, "run": pipeline.do_run, "telephone": pipeline.do_telephone}
         do[args.command](run, settings, args.video, force=args.force)
     elif args.command == "assemble":
-        pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid)
+        pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid,
+                             strict=args.strict)
     else:
         {"interrogate": pipeline.do_interrogate, "generate": pipeline.do_generate,
          "morph": pipeline.do_morph}[args.command](

@@ -322,11 +322,61 @@ def from_record(run: RunFolder, value: str) -> Path:
     return inside if inside.exists() or not path.exists() else path
 
 
+def stale_dreams(run: RunFolder, settings: Settings, folders: list[str]) -> tuple[list[str], int, str]:
+    """The pictures of dreams/ (and morphs/) in folders that do not carry the key their stage would
+    give them now (after a settings or prompt change): (names, how many were checked, the stage to
+    run). Only the text chunks are read: assemble has checked that each picture decodes. Dreams not
+    made by generate (no prompts.csv) are not judged."""
+    from ..pngmeta import read_png_text
+    from . import generate as gen
+
+    jobs: list[tuple[Path, str]] = []
+    stage = "generate"  # stale dreams come first: their in-betweens are painted from them
+    try:
+        if "dreams" in folders:
+            jobs += [(run.dreams_dir / j.name, j.key) for j in gen.plan(run, settings)[0]]
+        if "morphs" in folders:
+            from . import morph
+
+            jobs += [(run.morphs_dir / m.name, m.key) for m in morph.plan(run, settings)]
+    except UserError:
+        return [], 0, stage
+
+    def carries(path: Path, key: str) -> bool:
+        try:
+            return read_png_text(path).get(gen.KEY_CHUNK) == key
+        except (OSError, ValueError):
+            return False
+
+    stale = [path for path, key in jobs if not carries(path, key)]
+    if stale and all(path.parent == run.morphs_dir for path in stale):
+        stage = "morph"  # the dreams are current: only the in-betweens need painting again
+    return [path.name for path in stale], len(jobs), stage
+
+
+def check_pictures(run: RunFolder, settings: Settings, folders: list[str], strict: bool) -> int:
+    """Say how many of the video's pictures are stale (refused with strict); their number."""
+    stale, total, stage = stale_dreams(run, settings, folders)
+    if not stale:
+        return 0
+    fix = f"run `video2dream {stage} {run.root}` first"
+    if strict:
+        raise UserError(f"{len(stale)} of the {total} pictures to assemble are stale ({', '.join(stale[:3])}"
+                        f"{' ...' if len(stale) > 3 else ''}): {fix}, or assemble without --strict")
+    say(f"warning: {len(stale)} of the {total} pictures in this video are stale (made with other settings "
+        f"or prompts); {fix}, then assemble again")
+    return len(stale)
+
+
 def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
-             force: bool = False, on_ready: Callable[[], None] | None = None) -> AssembleResult:
+             force: bool = False, on_ready: Callable[[], None] | None = None,
+             strict: bool = False) -> AssembleResult:
+    """strict: refuse stale dreams (or in-betweens) instead of warning about them."""
     a = settings.assemble
     p = plan(run, settings, output)
     tl, dest, sbs_dest, audio = p.timeline, p.dest, p.side_by_side, p.sound.path
+    shows = [] if a.source != "dreams" else ["dreams", "morphs"] if a.transition == "morph" else ["dreams"]
+    stale = check_pictures(run, settings, shows, strict)
     if on_ready:
         on_ready()
     if a.audio == "auto" or str(audio) != (run.read_record("soundtrack") or {}).get("path"):
@@ -351,16 +401,17 @@ def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] 
         each = _video_filters(tl, a.out_fps, a.transition)
         graph = f"[0:v]{each}[l];[1:v]{each}[r];[l][r]hstack=inputs=2[v]"
         _encode([left, script], graph, audio, tl, settings, sbs_dest, "side by side")
-    write_assemble_record(run, p)
+    write_assemble_record(run, p, stale)
     return AssembleResult(dest, sbs_dest, False, p.sound.says, tl.duration)
 
 
-def write_assemble_record(run: RunFolder, p: AssemblePlan) -> None:
+def write_assemble_record(run: RunFolder, p: AssemblePlan, stale: int = 0) -> None:
+    """stale: how many of its pictures were stale when encoded (status judges them afresh)."""
     run.write_record(p.record, {
         "key": p.key, "output": record_value(run, p.dest),
         "side_by_side": record_value(run, p.side_by_side) if p.side_by_side else "",
         "source": p.source, "audio": str(p.sound.path) if p.sound.path else None, "sound": p.sound.says,
-        "duration": p.timeline.duration,
+        "duration": p.timeline.duration, **({"stale_pictures": stale} if stale else {}),
     })
 
 
@@ -439,13 +490,14 @@ def grid_plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str]
 
 def assemble_grid(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
                   force: bool = False, on_ready: Callable[[], None] | None = None,
-                  rounds: int | None = None) -> AssembleResult:
+                  rounds: int | None = None, strict: bool = False) -> AssembleResult:
     """RUN/dream_grid.mp4: the frames, then every telephone round (or the first `rounds`), side by
     side (left to right, then top to bottom when there are more than four), with the source's sound."""
     a = settings.assemble
     p = grid_plan(run, settings, output, rounds)
     tl, folders, dest, audio = p.timeline, p.folders, p.dest, p.sound.path
     cols, rows, tw, th = p.layout
+    check_pictures(run, settings, ["dreams"], strict)
     if on_ready:
         on_ready()
     done = run.read_record(p.record)
