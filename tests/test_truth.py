@@ -172,3 +172,52 @@ def test_status_counts_each_kind_of_keyframe(tmp_path: Path, capsys: pytest.Capt
     folder.write_record("extract", {**folder.read_record("extract"), "at": "beats", "cuts": 1})
     assert "extract     8 frames: 1 at 1.0 fps, 6 on the beats and 1 at shot cuts, 64x48" in status(capsys, run)
     assert json.loads(status(capsys, run, "--json"))["extract"]["kinds"] == {"tick": 1, "beat": 6, "cut": 1}
+
+
+# -- a source changed past its first MiB -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A video of 2-4 MB (lossless noise), with sound: more than its first and last MiB."""
+    path = make_clip(tmp_path_factory.mktemp("big") / "big.mp4",
+                     "nullsrc=size=256x192:rate=10:duration=4,geq=random(1)*255:128:128",
+                     "sine=frequency=440:duration=4", args=("-c:v", "libx264", "-qp", "0", "-c:a", "aac", "-shortest"))
+    assert (2 << 20) + 200_000 < path.stat().st_size < 4e6, path.stat().st_size
+    return path
+
+
+def test_a_source_changed_past_its_first_mib_is_noticed(
+    big_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    video = tmp_path / "clip.mp4"
+    shutil.copy(big_clip, video)
+    run = tmp_path / "run"
+    assert cli("extract", video, "-o", run) == 0
+    assert "CHANGED" not in status(capsys, run)
+    with open(video, "r+b") as f:  # 64 KiB overwritten, the size unchanged
+        f.seek((1 << 20) + 50_000)
+        f.write(bytes(range(256)) * 256)
+    assert "CHANGED since extract" in status(capsys, run)
+    one_line_error(cli("extract", video, "-o", run), err_of(capsys), "has changed since it was extracted")
+    one_line_error(cli("assemble", run, "--from", "frames"), err_of(capsys), "has changed since it was extracted")
+
+
+def test_a_record_with_the_old_fingerprint_stays_current_and_is_upgraded(
+    big_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from video2dream.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    assert cli("extract", big_clip, "-o", run) == 0
+    folder = RunFolder(run)
+    src = folder.read_record("source")
+    folder.write_record("source", {k: v for k, v in src.items() if k != "content"})  # as before this change
+    frames = snapshot(run / "frames")
+    assert ", CHANGED" not in status(capsys, run)
+    assert cli("extract", big_clip, "-o", run) == 0
+    assert "up to date" in err_of(capsys)
+    assert snapshot(run / "frames") == frames
+    assert folder.read_record("source")["content"] == src["content"]

@@ -206,7 +206,9 @@ def has_audio(path: str | os.PathLike[str]) -> bool:
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
-    """Identity of a source file: size, mtime and a hash of its first and last MiB."""
+    """Identity of a file in keys: its size and a hash of its first and last MiB (the whole file when
+    it is at most 1 MiB). Kept as it is so that existing keys hold; whether a source changed is told
+    by content() over every byte."""
     import hashlib
 
     path = Path(path)
@@ -219,3 +221,35 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
             h.update(f.read(1 << 20))
     h.update(str(size).encode())
     return h.hexdigest()[:16]
+
+
+def content(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A whole file's SHA-256, with the size and modification time it was read at: what a record
+    keeps so that a later check reads the file again only when one of those has changed."""
+    path = Path(path)
+    st = path.stat()
+    return {"sha256": _sha256(str(path.absolute()), st.st_size, st.st_mtime_ns),
+            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Read once per command for a given size and mtime (status and assemble ask more than once)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def source_changed(src: dict[str, Any], path: str | os.PathLike[str]) -> bool:
+    """Whether the file at path differs from the source a record (extract's `source`) describes.
+    A record with `content` is checked over every byte (read again only when the size or mtime
+    differs from the recorded ones); an older record holds only the first-and-last-MiB fingerprint,
+    which is all it can be checked against (extract and assemble then add `content`)."""
+    recorded = src.get("content")
+    if isinstance(recorded, dict) and recorded.get("sha256"):
+        st = Path(path).stat()
+        if (st.st_size, st.st_mtime_ns) == (recorded.get("size"), recorded.get("mtime_ns")):
+            return False
+        return st.st_size != recorded.get("size") or content(path)["sha256"] != recorded["sha256"]
+    return bool(src.get("fingerprint")) and fingerprint(path) != src["fingerprint"]

@@ -275,7 +275,7 @@ def _source_data(run: RunFolder) -> dict[str, Any] | None:
     path = Path(src.get("path", ""))
     if not path.is_file():
         state = "gone"
-    elif src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+    elif media.source_changed(src, path):
         state = "changed"
     else:
         state = "present"

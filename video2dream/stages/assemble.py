@@ -159,7 +159,7 @@ def _source_sound(run: RunFolder) -> Sound:
         return Sound(None, "no sound (the source video is gone)",
                      f"the source video {path} is gone, so the video is silent; "
                      f"add sound later with `video2dream mux-audio {run.root} SOUND_FILE`")
-    if src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+    if media.source_changed(src, path):
         raise UserError(f"the source video {path} has changed since it was extracted, so its sound would not "
                         f"fit these pictures; run `video2dream extract {path} -o {run.root} --force`, "
                         "or assemble with --audio none or --audio FILE")
@@ -577,7 +577,7 @@ def mux_audio(run: RunFolder, settings: Settings, source: str | os.PathLike[str]
         _mux(run, v, source)
     src = run.read_record("source") or {}
     is_source = bool(src.get("path")) and _same_path(source, Path(src["path"])) \
-        and media.fingerprint(source) == src.get("fingerprint")
+        and not media.source_changed(src, source)
     if is_source:
         run.clear_record("soundtrack")
     else:

@@ -61,7 +61,7 @@ def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool
     """Whether run holds the work of another video (or of this path before the file changed);
     refused unless force."""
     previous = run.read_record("source")
-    other = bool(previous) and previous.get("fingerprint") != fingerprint
+    other = bool(previous) and (previous.get("fingerprint") != fingerprint or media.source_changed(previous, video))
     if other and not force:
         same_path = previous.get("path") == str(video)
         what = f"{video} has changed since it was extracted" if same_path else \
@@ -99,6 +99,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
         raise UserError(f"{video} has no sound, so --at beats has no beats to follow; use --at seconds, "
                         "or give a video with a soundtrack")
     fingerprint = media.fingerprint(video)
+    whole = media.content(video)  # before ffmpeg reads it: a change meanwhile shows next time
     other_video = check_same_source(run, video, fingerprint, force)
     start = ex.start or 0.0
     end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
@@ -117,6 +118,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     if other_video:
         start_over(run)
     if current:
+        _adopt_content(run, video)
         return ExtractResult(done["frames"], True, done["width"], done["height"])
 
     run.ensure()
@@ -136,11 +138,22 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
         _swap_in(run, work, frames_table(names, [k.time for k in wanted], [k.kind for k in wanted]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "probe": probe.to_dict()})
+    run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "content": whole,
+                                "probe": probe.to_dict()})
     run.write_record("extract", {"key": key, "frames": len(names), "width": width, "height": height,
                                  "fps": ex.fps, "start": start, "end": end, "at": ex.at,
                                  "cuts": sum(k.kind == timing.CUT for k in wanted)})
     return ExtractResult(len(names), False, width, height)
+
+
+def _adopt_content(run: RunFolder, video: Path) -> None:
+    """A source record from before `content` (first and last MiB only), or one whose file was touched
+    without a change: record what the file holds now, which the check just found to be the same."""
+    src = run.read_record("source") or {}
+    st = video.stat()
+    c = src.get("content") or {}
+    if (c.get("size"), c.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+        run.write_record("source", {**src, "content": media.content(video)})
 
 
 def _numbered_frames(work: Path, wanted: int, video: Path) -> list[str]:
