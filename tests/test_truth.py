@@ -221,3 +221,52 @@ def test_a_record_with_the_old_fingerprint_stays_current_and_is_upgraded(
     assert "up to date" in err_of(capsys)
     assert snapshot(run / "frames") == frames
     assert folder.read_record("source")["content"] == src["content"]
+
+
+# -- a broken source -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 5 s mp4 with its index at the start (+faststart), cut at 55%; and one with 20 KB of random
+    bytes written into the middle of its stream."""
+    import random
+
+    d = tmp_path_factory.mktemp("broken")
+    good = make_clip(d / "good.mp4", "testsrc2=size=160x120:rate=10:duration=5",
+                     args=(*X264, "-g", "10", "-movflags", "+faststart"))
+    data = good.read_bytes()
+    (d / "cut.mp4").write_bytes(data[:len(data) * 55 // 100])
+    noisy = bytearray(data)
+    at = len(data) // 2 - 10_000
+    noisy[at:at + 20_480] = random.Random(19).randbytes(20_480)
+    (d / "noise.mp4").write_bytes(bytes(noisy))
+    return {"good": good, "cut": d / "cut.mp4", "noise": d / "noise.mp4"}
+
+
+@pytest.mark.parametrize("name", ["cut", "noise"])
+def test_a_damaged_source_is_one_clear_line_and_the_old_frames_stay(
+    broken: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    run = tmp_path / "run"
+    assert cli("extract", broken["good"], "-o", run, "--fps", "2") == 0
+    before = snapshot(run)
+    err_of(capsys)
+    one_line_error(cli("extract", broken[name], "-o", run, "--force"), err_of(capsys), "is damaged", "--allow-damaged",
+                   " s")
+    assert snapshot(run) == before  # nothing swapped in
+
+
+@pytest.mark.parametrize("name", ["cut", "noise"])
+def test_allow_damaged_extracts_with_a_warning_naming_the_seconds(
+    broken: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    import re
+
+    run = tmp_path / "run"
+    err_of(capsys)
+    assert cli("extract", broken[name], "-o", run, "--allow-damaged") == 0
+    err = err_of(capsys)
+    warning = next(line for line in err.splitlines() if "warning" in line)
+    assert "is damaged" in warning and re.search(r"\d\.\d\d(-\d\.\d\d)? s", warning), err
+    assert "damaged source" in status(capsys, run)

@@ -51,12 +51,14 @@ def run_ffmpeg(
     args: Sequence[str],
     what: str,
     on_progress: Callable[[dict[str, str]], None] | None = None,
-) -> None:
-    """Run ffmpeg; on failure raise a UserError with the last lines of its stderr.
+    loglevel: str = "error",
+) -> list[str]:
+    """Run ffmpeg; on failure raise a UserError with the last lines of its stderr. On success, the
+    lines of its stderr: at loglevel error, what it could not read (a damaged input) though it went on.
 
     With on_progress, ffmpeg's `-progress` key=value blocks are passed to it as they come.
     """
-    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-loglevel", loglevel]
     if on_progress:
         cmd += ["-nostats", "-progress", "pipe:1"]
     cmd += list(args)
@@ -77,11 +79,12 @@ def run_ffmpeg(
             proc.kill()
             proc.wait()
             raise
+        err.seek(0)
+        lines = [ln for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
         if code != 0:
-            err.seek(0)
-            lines = [ln for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
             detail = "; ".join(lines[-3:]) or _exit_reason(code)
             raise UserError(f"ffmpeg could not {what}: {detail}")
+        return lines
 
 
 def _exit_reason(code: int) -> str:
@@ -193,6 +196,29 @@ def probe(path: str | os.PathLike[str]) -> Probe:
         size_bytes=stat.st_size,
         mtime_ns=stat.st_mtime_ns,
     )
+
+
+def read_through(path: str | os.PathLike[str]) -> tuple[float, list[str]]:
+    """Read every packet of the picture stream without decoding it (about as fast as reading the
+    file): where the stream ends (the last packet's time, seconds) and what ffmpeg could not read,
+    e.g. a file cut short whose index promises more ('partial file')."""
+    end = [0.0]
+
+    def track(block: dict[str, str]) -> None:
+        if block.get("out_time_us", "").lstrip("-").isdigit():
+            end[0] = max(end[0], int(block["out_time_us"]) / 1e6)
+
+    errors = run_ffmpeg(["-i", arg(path), "-map", "0:V:0", "-c", "copy", "-f", "null", "-"],
+                        f"read {path}", on_progress=track)
+    return end[0], errors
+
+
+def decoded_times(path: str | os.PathLike[str]) -> list[float]:
+    """The time of every picture ffmpeg decodes from path (a damaged stream loses some): one more
+    decode, made only when the extraction met errors, to say which seconds they affect."""
+    lines = run_ffmpeg(["-threads", "1", "-i", arg(path), "-map", "0:V:0", "-vf", "showinfo", "-f", "null", "-"],
+                       f"decode {path}", loglevel="info")
+    return sorted({float(m.group(1)) for ln in lines if (m := re.search(r"\bn:\s*\d+.*?pts_time:(-?[\d.]+)", ln))})
 
 
 def has_audio(path: str | os.PathLike[str]) -> bool:

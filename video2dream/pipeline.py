@@ -23,10 +23,11 @@ def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
     return save
 
 
-def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
+def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: bool = False,
+               allow_damaged: bool = False) -> None:
     from .stages.extract import extract
 
-    r = extract(run, video, settings, force=force, on_ready=_saver(run, settings))
+    r = extract(run, video, settings, force=force, on_ready=_saver(run, settings), allow_damaged=allow_damaged)
     where = run.frames_dir
     say(f"extract: up to date, {r.frames} frames in {where}" if r.skipped
         else f"extract: {r.frames} frames ({r.width}x{r.height}) in {where}")
@@ -142,9 +143,11 @@ def _check_before_saving(settings: Settings) -> None:
         _check_lora(g.lora)
 
 
-def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
+def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False,
+           allow_damaged: bool = False) -> None:
     _check_before_saving(settings)  # before extract writes anything (and saves the settings)
-    do_extract(run, settings, video, force=force)  # each looked up when called (scripts/bench_run.py wraps them)
+    # each looked up when called (scripts/bench_run.py wraps them)
+    do_extract(run, settings, video, force=force, allow_damaged=allow_damaged)
     _before_remote_run(run, settings, force)
     do_interrogate(run, settings, force=force)
     do_generate(run, settings, force=force)
