@@ -270,3 +270,66 @@ def test_allow_damaged_extracts_with_a_warning_naming_the_seconds(
     warning = next(line for line in err.splitlines() if "warning" in line)
     assert "is damaged" in warning and re.search(r"\d\.\d\d(-\d\.\d\d)? s", warning), err
     assert "damaged source" in status(capsys, run)
+
+
+# -- a mux-audio killed between the file and the record --------------------------------------------
+
+
+def killed_mux(run: Path, song: Path, after_file: bool) -> None:
+    """`mux-audio RUN song` in its own process, SIGKILLed right after dream.mp4 is replaced (or
+    right before), i.e. before (or long before) its records are written."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys\n"
+        "from video2dream.stages import assemble\n"
+        "real = assemble._mux\n"
+        "def mux(run, video, source):\n"
+        f"    if {after_file}: real(run, video, source)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "assemble._mux = mux\n"
+        "from video2dream.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-c", code, "mux-audio", str(run), str(song)], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+
+
+def test_a_mux_audio_killed_after_the_file_is_finished_by_the_next_command(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    run = painted(tmp_path, clip)
+    song = make_clip(tmp_path / "song.wav", "sine=frequency=330:duration=5")
+    assert cli("assemble", run) == 0
+    killed_mux(run, song, after_file=True)
+    video = next(line for line in status(capsys, run).splitlines() if line.startswith("assemble"))
+    assert "current" not in video and "stopped part way" in video, video  # never "current, sound from the source"
+
+    encoded = (run / "dream.mp4").stat().st_mtime_ns
+    err_of(capsys)
+    assert cli("assemble", run) == 0  # settles it: the records catch up with the file, no encode
+    assert "finished it" in err_of(capsys)
+    assert (run / "dream.mp4").stat().st_mtime_ns == encoded
+    assert yaml.safe_load((run / "settings.yaml").read_text())["assemble"]["audio"] == str(song)
+    d = json.loads(status(capsys, run, "--json"))["videos"][0]
+    assert d["state"] == "current" and "song.wav" in d["sound"], d
+    assert not (run / ".video2dream" / "mux-pending.json").exists()
+
+
+def test_a_mux_audio_killed_before_the_file_changed_nothing(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = painted(tmp_path, clip)
+    song = make_clip(tmp_path / "song.wav", "sine=frequency=330:duration=5")
+    assert cli("assemble", run) == 0
+    killed_mux(run, song, after_file=False)
+    assert cli("assemble", run) == 0
+    assert "before it changed a video" in err_of(capsys)
+    d = json.loads(status(capsys, run, "--json"))["videos"][0]
+    assert d["state"] == "current" and "the source" in d["sound"], d

@@ -83,6 +83,9 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
             have = len(round_folders(run))
             raise UserError(f"{run.root} has no telephone round {round} (it has {have}); play more rounds "
                             f"with `video2dream telephone VIDEO -o {run.root} --steps {round}`")
+    mended = mend_mux(run)
+    if mended and settings.assemble.audio == mended[0]:  # the folder's sound, not one asked for now
+        settings = replace_section(settings, "assemble", audio=mended[1])
     r = assemble(run, settings, force=force, on_ready=_saver(run, settings), strict=strict)
     extra = f" and {r.side_by_side}" if r.side_by_side else ""
     say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output}{extra} "
@@ -92,12 +95,32 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
 def do_mux_audio(run: RunFolder, source: str) -> None:
     """mux-audio: the sound goes into dream.mp4 now, and into the folder's settings for later."""
     from .settings import resolve
-    from .stages.assemble import mux_audio
+    from .stages.assemble import MUX_PENDING, mux_audio
 
+    mend_mux(run)
     r = mux_audio(run, resolve(run.saved_settings()), source)
     _saver(run, r.settings)()
+    run.clear_record(MUX_PENDING)  # files, records and settings all hold the new sound now
     say(f"mux-audio: {r.sound} is now in {', '.join(str(v) for v in r.videos)}; "
         "later assembles keep it (--audio auto goes back to the source's)")
+
+
+def mend_mux(run: RunFolder) -> tuple[str, str] | None:
+    """Settle a mux-audio killed between its files and its records (stages.assemble.mend_mux): the
+    folder's assemble.audio before and after, when it changed."""
+    from .settings import resolve
+    from .stages.assemble import MUX_PENDING
+    from .stages.assemble import mend_mux as mend
+
+    if not run.read_record(MUX_PENDING):
+        return None
+    saved = resolve(run.saved_settings())
+    settings, news = mend(run, saved)
+    if settings is not None:
+        _saver(run, settings)()
+    run.clear_record(MUX_PENDING)
+    say(news)
+    return (saved.assemble.audio, settings.assemble.audio) if settings is not None else None
 
 
 def do_telephone(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
@@ -302,6 +325,11 @@ def _videos_data(run: RunFolder, settings: Settings, data: dict[str, Any]) -> li
     from .stages.assemble import round_folders
 
     videos = [_pictures_first(run, settings, data, _video_data(run, settings, "dream.mp4", "assemble", "dreams", ""))]
+    pending = run.read_record("mux-pending")
+    if pending and videos[0]["state"] != "not run":  # its sound may be the old or the new one
+        videos[0] = {**videos[0], "state": "stale",
+                     "error": f"mux-audio of {pending.get('sound')} was stopped part way, so its sound is not "
+                              f"known; run `video2dream assemble {run.root}` to settle it"}
     for k, folder in enumerate(round_folders(run)[1:], start=2):
         videos.append({**_video_data(run, settings, f"round {k}", f"assemble-{folder}", folder, f" --round {k}"),
                        "round": k})

@@ -8,6 +8,7 @@ The audio is cut to the picture: a longer soundtrack never makes the last image 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -573,19 +574,64 @@ def mux_audio(run: RunFolder, settings: Settings, source: str | os.PathLike[str]
     if not media.has_audio(source):
         raise UserError(f"{source} has no audio stream; give a file with sound")
     was_current = _current_plan(run, settings, record)
-    for v in videos:
-        _mux(run, v, source)
     src = run.read_record("source") or {}
     is_source = bool(src.get("path")) and _same_path(source, Path(src["path"])) \
         and not media.source_changed(src, source)
-    if is_source:
-        run.clear_record("soundtrack")
-    else:
-        run.write_record("soundtrack", {"path": str(source), "fingerprint": media.fingerprint(source)})
-    settings = replace_section(settings, "assemble", audio="auto" if is_source else str(source))
-    if was_current:  # the video is still current, now with this sound: say so to the next assemble
-        write_assemble_record(run, plan(run, replace_section(settings, "assemble", source=was_current.source)))
+    # The files and the records change together: what is about to happen is recorded first, so that
+    # a command killed between them leaves a `mux-pending` the next command settles (mend_mux).
+    run.write_record(MUX_PENDING, {
+        "sound": str(source), "audio": "auto" if is_source else str(source),
+        "soundtrack": None if is_source else {"path": str(source), "fingerprint": media.fingerprint(source)},
+        "was_current": was_current.source if was_current else None,
+        "videos": [{"path": record_value(run, v), **_stamp(v)} for v in videos]})
+    for v in videos:
+        _mux(run, v, source)
+    settings = finish_mux(run, settings, run.read_record(MUX_PENDING) or {})
     return MuxResult(videos, settings, audio_source(run, settings.assemble.audio).says)
+
+
+MUX_PENDING = "mux-pending"  # cleared once the settings hold the new sound too (pipeline.do_mux_audio)
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def finish_mux(run: RunFolder, settings: Settings, pending: dict) -> Settings:
+    """The records of a mux-audio whose files are written: its soundtrack, and dream.mp4's record if
+    the video was current (it still is, now with this sound). The settings to save."""
+    if pending.get("soundtrack"):
+        run.write_record("soundtrack", pending["soundtrack"])
+    else:
+        run.clear_record("soundtrack")
+    settings = replace_section(settings, "assemble", audio=pending["audio"])
+    if pending.get("was_current"):  # say so to the next assemble
+        # UserError: something else changed since; the video is stale, as the old record says
+        with contextlib.suppress(UserError):
+            write_assemble_record(run, plan(run, replace_section(settings, "assemble", source=pending["was_current"])))
+    return settings
+
+
+def mend_mux(run: RunFolder, settings: Settings) -> tuple[Settings | None, str]:
+    """A mux-audio killed part way: its videos are checked against what they were before it. None
+    replaced: nothing happened (None). All: its records are written (the settings to save). Some:
+    the rest get the sound too, then the records; if the sound file is gone, dream.mp4's record is
+    dropped, so that the next assemble encodes it again. With a line for the user."""
+    pending = run.read_record(MUX_PENDING) or {}
+    videos = [(from_record(run, v["path"]), v) for v in pending.get("videos", [])]
+    replaced = [p for p, v in videos if p.is_file() and _stamp(p) != {"size": v["size"], "mtime_ns": v["mtime_ns"]}]
+    if not replaced:
+        return None, "mux-audio was stopped before it changed a video: nothing to finish"
+    sound = Path(pending["sound"])
+    if len(replaced) < len(videos) and not sound.is_file():
+        run.clear_record("assemble")
+        return None, (f"mux-audio was stopped part way and {sound} is gone: {run.video.name} will be "
+                      "encoded again by the next assemble")
+    for p, _ in videos:
+        if p not in replaced and p.is_file():
+            _mux(run, p, sound)
+    return finish_mux(run, settings, pending), f"mux-audio of {sound} was stopped part way: finished it"
 
 
 def _current_plan(run: RunFolder, settings: Settings, record: dict) -> AssemblePlan | None:

@@ -180,7 +180,8 @@ def _damage(video: Path, probe: media.Probe, span: tuple[float, float], read: tu
             found.append(f"pictures could not be decoded at {where}")
         elif not found:
             found.append("some pictures did not decode (ffmpeg does not say at which seconds)")
-    if got < len(times) - 1 and not found:  # one short: the picture may end a frame early
+    # One short, or short by less than a second: the picture may end a little before the sound.
+    if got < len(times) - 1 and end - times[got - 1] > max(1.0, 3 * step) and not found:
         found.append(f"no picture after {times[got - 1]:.2f} s of {end:.2f} s")
     return f"{'; '.join(found)} ({_ffmpeg_words(errors or unreadable)})" if found else None
 
