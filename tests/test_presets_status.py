@@ -163,7 +163,8 @@ def test_status_json_follows_a_run_a_changed_dream_and_a_deleted_video(
     Image.new("RGB", (64, 48), "white").save(run / "dreams" / "000002.png")
     d = status_json(capsys, run)
     assert d["generate"] | {"total": 3} == {"state": "stale", "total": 3, "current": 2,
-                                              "stale": ["000002.png"], "missing": []}
+                                              "stale": ["000002.png"], "missing": [],
+                                              "command": f"video2dream generate {run}"}
     assert d["videos"][0]["state"] == "stale"
     assert "2/3 dreams current, 1 stale, 0 missing" in status_text(capsys, run)  # the same data, as text
 
