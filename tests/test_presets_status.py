@@ -136,7 +136,7 @@ def test_status_json_of_a_fresh_extract(clip: Path, tmp_path: Path, capsys: pyte
     assert d["source"] == {"path": str(clip), "duration": pytest.approx(3.0, abs=0.1), "has_audio": True,
                            "state": "present"}
     assert d["extract"] == {"state": "done", "frames": 3, "fps": 1.0, "width": 160, "height": 120,
-                          "at": "seconds", "cuts": 0}
+                          "at": "seconds", "cuts": 0, "kinds": {"tick": 3}}
     assert d["interrogate"] == {"state": "not run"} and d["generate"] == {"state": "not run"}
     assert [(v["video"], v["state"]) for v in d["videos"]] == [("dream.mp4", "not run")]
     assert d["settings"] == {"generate": {"strength": 0.6, "seed_mode": "fixed"}}
@@ -163,7 +163,8 @@ def test_status_json_follows_a_run_a_changed_dream_and_a_deleted_video(
     Image.new("RGB", (64, 48), "white").save(run / "dreams" / "000002.png")
     d = status_json(capsys, run)
     assert d["generate"] | {"total": 3} == {"state": "stale", "total": 3, "current": 2,
-                                              "stale": ["000002.png"], "missing": []}
+                                              "stale": ["000002.png"], "missing": [],
+                                              "command": f"video2dream generate {run}"}
     assert d["videos"][0]["state"] == "stale"
     assert "2/3 dreams current, 1 stale, 0 missing" in status_text(capsys, run)  # the same data, as text
 

@@ -298,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(p, EXTRACT + TIMING)
     _add_config(p)
     p.add_argument("--force", action="store_true", help="extract again, even from another video")
+    _add_allow_damaged(p)
 
     p = _command(sub, "interrogate", "describe every frame with CLIP Interrogator into prompts.csv")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the frames and every telephone round side by side -> RUN_DIR/dream_grid.mp4")
     _add_config(p)
     p.add_argument("--force", action="store_true", help="encode again even if up to date")
+    p.add_argument("--strict", action="store_true", help="refuse to assemble stale dreams (default: warn)")
 
     p = _command(sub, "mux-audio", "add or replace the soundtrack of RUN_DIR/dream.mp4 (no re-encode)")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -358,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="N", help="frames per caption batch (default 4)")
     _add_config(p)
     p.add_argument("--force", action="store_true", help="redo every stage")
+    _add_allow_damaged(p)
 
     p = _command(sub, "telephone",
                  "the telephone game: caption -> SDXL -> caption ... N times, from an image, "
@@ -409,6 +412,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         if one in g and not g[one] and other not in g:  # `--width auto` alone: the size is automatic
             g[other] = None
     return tree
+
+
+def _add_allow_damaged(p: argparse.ArgumentParser) -> None:
+    # A flag of this call, never saved: consent to one damaged file must not carry over to the next.
+    p.add_argument("--allow-damaged", action="store_true",
+                   help="extract what can be read of a damaged video (warns, naming the seconds affected)")
 
 
 def settings_for(run: RunFolder, args: argparse.Namespace) -> Settings:
@@ -492,13 +501,15 @@ def _call(args: argparse.Namespace, run: RunFolder, settings: Settings) -> None:
 
     if args.command in ("extract", "run", "telephone"):
         do = {"extract": pipeline.do_extract, "run": pipeline.do_run, "telephone": pipeline.do_telephone}
-        do[args.command](run, settings, args.video, force=args.force)
+        extra = {"allow_damaged": args.allow_damaged} if args.command != "telephone" else {}
+        do[args.command](run, settings, args.video, force=args.force, **extra)
     elif args.command == "pick":
         pipeline.do_pick(run, settings, args.frame, args.number)
     elif args.command == "generate" and args.variants is not None:
         pipeline.do_variants(run, settings, args.variants, args.rows, force=args.force)
     elif args.command == "assemble":
-        pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid)
+        pipeline.do_assemble(run, settings, force=args.force, round=args.round, grid=args.grid,
+                             strict=args.strict)
     else:
         {"interrogate": pipeline.do_interrogate, "generate": pipeline.do_generate,
          "morph": pipeline.do_morph}[args.command](

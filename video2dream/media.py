@@ -51,12 +51,14 @@ def run_ffmpeg(
     args: Sequence[str],
     what: str,
     on_progress: Callable[[dict[str, str]], None] | None = None,
-) -> None:
-    """Run ffmpeg; on failure raise a UserError with the last lines of its stderr.
+    loglevel: str = "error",
+) -> list[str]:
+    """Run ffmpeg; on failure raise a UserError with the last lines of its stderr. On success, the
+    lines of its stderr: at loglevel error, what it could not read (a damaged input) though it went on.
 
     With on_progress, ffmpeg's `-progress` key=value blocks are passed to it as they come.
     """
-    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+    cmd = [ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-loglevel", loglevel]
     if on_progress:
         cmd += ["-nostats", "-progress", "pipe:1"]
     cmd += list(args)
@@ -77,11 +79,12 @@ def run_ffmpeg(
             proc.kill()
             proc.wait()
             raise
+        err.seek(0)
+        lines = [ln for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
         if code != 0:
-            err.seek(0)
-            lines = [ln for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
             detail = "; ".join(lines[-3:]) or _exit_reason(code)
             raise UserError(f"ffmpeg could not {what}: {detail}")
+        return lines
 
 
 def _exit_reason(code: int) -> str:
@@ -195,6 +198,29 @@ def probe(path: str | os.PathLike[str]) -> Probe:
     )
 
 
+def read_through(path: str | os.PathLike[str]) -> tuple[float, list[str]]:
+    """Read every packet of the picture stream without decoding it (about as fast as reading the
+    file): where the stream ends (the last packet's time, seconds) and what ffmpeg could not read,
+    e.g. a file cut short whose index promises more ('partial file')."""
+    end = [0.0]
+
+    def track(block: dict[str, str]) -> None:
+        if block.get("out_time_us", "").lstrip("-").isdigit():
+            end[0] = max(end[0], int(block["out_time_us"]) / 1e6)
+
+    errors = run_ffmpeg(["-i", arg(path), "-map", "0:V:0", "-c", "copy", "-f", "null", "-"],
+                        f"read {path}", on_progress=track)
+    return end[0], errors
+
+
+def decoded_times(path: str | os.PathLike[str]) -> list[float]:
+    """The time of every picture ffmpeg decodes from path (a damaged stream loses some): one more
+    decode, made only when the extraction met errors, to say which seconds they affect."""
+    lines = run_ffmpeg(["-threads", "1", "-i", arg(path), "-map", "0:V:0", "-vf", "showinfo", "-f", "null", "-"],
+                       f"decode {path}", loglevel="info")
+    return sorted({float(m.group(1)) for ln in lines if (m := re.search(r"\bn:\s*\d+.*?pts_time:(-?[\d.]+)", ln))})
+
+
 def has_audio(path: str | os.PathLike[str]) -> bool:
     """Whether a file (audio or video) has an audio stream ffmpeg can read."""
     path = Path(path)
@@ -206,7 +232,9 @@ def has_audio(path: str | os.PathLike[str]) -> bool:
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
-    """Identity of a source file: size, mtime and a hash of its first and last MiB."""
+    """Identity of a file in keys: its size and a hash of its first and last MiB (the whole file when
+    it is at most 1 MiB). Kept as it is so that existing keys hold; whether a source changed is told
+    by content() over every byte."""
     import hashlib
 
     path = Path(path)
@@ -219,3 +247,35 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
             h.update(f.read(1 << 20))
     h.update(str(size).encode())
     return h.hexdigest()[:16]
+
+
+def content(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A whole file's SHA-256, with the size and modification time it was read at: what a record
+    keeps so that a later check reads the file again only when one of those has changed."""
+    path = Path(path)
+    st = path.stat()
+    return {"sha256": _sha256(str(path.absolute()), st.st_size, st.st_mtime_ns),
+            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Read once per command for a given size and mtime (status and assemble ask more than once)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def source_changed(src: dict[str, Any], path: str | os.PathLike[str]) -> bool:
+    """Whether the file at path differs from the source a record (extract's `source`) describes.
+    A record with `content` is checked over every byte (read again only when the size or mtime
+    differs from the recorded ones); an older record holds only the first-and-last-MiB fingerprint,
+    which is all it can be checked against (extract and assemble then add `content`)."""
+    recorded = src.get("content")
+    if isinstance(recorded, dict) and recorded.get("sha256"):
+        st = Path(path).stat()
+        if (st.st_size, st.st_mtime_ns) == (recorded.get("size"), recorded.get("mtime_ns")):
+            return False
+        return st.st_size != recorded.get("size") or content(path)["sha256"] != recorded["sha256"]
+    return bool(src.get("fingerprint")) and fingerprint(path) != src["fingerprint"]

@@ -76,10 +76,11 @@ def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
 
 
 @library_call
-def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
+def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: bool = False,
+               allow_damaged: bool = False) -> None:
     from .stages.extract import extract
 
-    r = extract(run, video, settings, force=force, on_ready=_saver(run, settings))
+    r = extract(run, video, settings, force=force, on_ready=_saver(run, settings), allow_damaged=allow_damaged)
     where = run.frames_dir
     say(f"extract: up to date, {r.frames} frames in {where}" if r.skipped
         else f"extract: {r.frames} frames ({r.width}x{r.height}) in {where}")
@@ -167,12 +168,13 @@ def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
 
 @library_call
 def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: int | None = None,
-                grid: bool = False) -> None:
-    """round: one telephone round's video (its dreams_rKK); grid: every round side by side."""
+                grid: bool = False, strict: bool = False) -> None:
+    """round: one telephone round's video (its dreams_rKK); grid: every round side by side;
+    strict: refuse stale dreams rather than warn."""
     from .stages.assemble import assemble, assemble_grid, round_folder
 
     if grid:  # telephone rounds side by side
-        r = assemble_grid(run, settings, force=force, on_ready=_saver(run, settings))
+        r = assemble_grid(run, settings, force=force, on_ready=_saver(run, settings), strict=strict)
         say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output} ({r.duration:.2f} s)")
         return
     if round is not None:  # one telephone round: --round K is --from dreams_rKK
@@ -184,7 +186,10 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
             have = len(round_folders(run))
             raise UserError(f"{run.root} has no telephone round {round} (it has {have}); play more rounds "
                             f"with `video2dream telephone VIDEO -o {run.root} --steps {round}`")
-    r = assemble(run, settings, force=force, on_ready=_saver(run, settings))
+    mended = mend_mux(run)
+    if mended and settings.assemble.audio == mended[0]:  # the folder's sound, not one asked for now
+        settings = replace_section(settings, "assemble", audio=mended[1])
+    r = assemble(run, settings, force=force, on_ready=_saver(run, settings), strict=strict)
     extra = f" and {r.side_by_side}" if r.side_by_side else ""
     say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output}{extra} "
         f"({r.duration:.2f} s, {r.sound})")
@@ -194,12 +199,32 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
 def do_mux_audio(run: RunFolder, source: str) -> None:
     """mux-audio: the sound goes into dream.mp4 now, and into the folder's settings for later."""
     from .settings import resolve
-    from .stages.assemble import mux_audio
+    from .stages.assemble import MUX_PENDING, mux_audio
 
+    mend_mux(run)
     r = mux_audio(run, resolve(run.saved_settings()), source)
     _saver(run, r.settings)()
+    run.clear_record(MUX_PENDING)  # files, records and settings all hold the new sound now
     say(f"mux-audio: {r.sound} is now in {', '.join(str(v) for v in r.videos)}; "
         "later assembles keep it (--audio auto goes back to the source's)")
+
+
+def mend_mux(run: RunFolder) -> tuple[str, str] | None:
+    """Settle a mux-audio killed between its files and its records (stages.assemble.mend_mux): the
+    folder's assemble.audio before and after, when it changed."""
+    from .settings import resolve
+    from .stages.assemble import MUX_PENDING
+    from .stages.assemble import mend_mux as mend
+
+    if not run.read_record(MUX_PENDING):
+        return None
+    saved = resolve(run.saved_settings())
+    settings, news = mend(run, saved)
+    if settings is not None:
+        _saver(run, settings)()
+    run.clear_record(MUX_PENDING)
+    say(news)
+    return (saved.assemble.audio, settings.assemble.audio) if settings is not None else None
 
 
 @library_call
@@ -265,12 +290,13 @@ def _check_paths(settings: Settings, stage: str) -> None:
         check_model_paths(settings, (stage,))
 
 
-
 @library_call
-def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False) -> None:
+def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False,
+           allow_damaged: bool = False) -> None:
     _check_before_saving(settings)  # before extract writes anything (and saves the settings)
     check_backend(settings)  # no frames, no settings.yaml for a run that cannot reach its backend
-    do_extract(run, settings, video, force=force)  # each looked up when called (scripts/bench_run.py wraps them)
+    # each looked up when called (scripts/bench_run.py wraps them)
+    do_extract(run, settings, video, force=force, allow_damaged=allow_damaged)
     _before_remote_run(run, settings, force)
     do_interrogate(run, settings, force=force)
     do_generate(run, settings, force=force)
@@ -355,20 +381,47 @@ def status_data(run: RunFolder) -> dict[str, Any]:
 
     data["extract"] = {"state": "done", "frames": done["frames"], "fps": done["fps"],
                        "width": done["width"], "height": done["height"],
-                       "at": done.get("at", "seconds"), "cuts": done.get("cuts", 0)}
+                       "at": done.get("at", "seconds"), "cuts": done.get("cuts", 0), "kinds": _kinds(run)}
+    if done.get("damaged"):
+        data["extract"]["damaged"] = done["damaged"]
     data["interrogate"] = interrogate.status_data(run, settings)
     data["generate"] = generate.status_data(run, settings)
     data["morph"] = morph.status_data(run, settings)
+    for stage in ("interrogate", "generate", "morph"):  # the command that makes each current
+        if data[stage]["state"] in ("stale", "missing"):
+            data[stage]["command"] = f"video2dream {stage} {run.root}"
     data["sound"] = _sound_data(run, settings)
-    data["videos"] = _videos_data(run, settings)
+    data["videos"] = _videos_data(run, settings, data)
     data["settings"] = differences(settings)
     return data
 
 
+def _kinds(run: RunFolder) -> dict[str, int]:
+    """How many keyframes of each kind frames.csv holds: {"tick": 1, "beat": 6, "cut": 1}."""
+    from .errors import UserError
+    from .tables import read_frames
+
+    try:
+        kinds = read_frames(run.frames_csv)["kind"].tolist()
+    except UserError:
+        return {}
+    return {k: kinds.count(k) for k in ("tick", "beat", "cut") if k in kinds}
+
+
 def _timing_words(e: dict[str, Any]) -> str:
-    """'at 1.0 fps', 'on the beats', '..., 2 at shot cuts' (a record from before --at: seconds)."""
-    words = "on the beats" if e.get("at") == "beats" else f"at {e['fps']} fps"
-    return words + (f" and {e['cuts']} at shot cuts" if e.get("cuts") else "")
+    """'3 frames at 1.0 fps', or each kind counted: '8 frames: 1 at 1.0 fps, 6 on the beats and 1 at
+    shot cuts' (a record from before --at: seconds)."""
+    kinds = e.get("kinds") or {"tick": e["frames"]}
+    if set(kinds) <= {"tick"}:
+        return f"{e['frames']} frames at {e['fps']} fps"
+    words = {"tick": f"at {e['fps']} fps", "beat": "on the beats", "cut": "at shot cuts"}
+    parts = [f"{kinds[k]} {words[k]}" for k in words if kinds.get(k)]
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return f"{e['frames']} frames: {listed}"
+
+
+def _stale_hint(d: dict[str, Any]) -> str:
+    return f"; run `{d['command']}`" if d.get("command") else ""
 
 
 def status_report(run: RunFolder) -> str:
@@ -385,11 +438,12 @@ def status_report(run: RunFolder) -> str:
     e = d["extract"]
     if e["state"] == "not run":
         return "\n".join(lines + ["extract     not run"])
-    lines.append(f"extract     {e['frames']} frames {_timing_words(e)}, {e['width']}x{e['height']}")
-    lines.append(f"interrogate {interrogate.status_line(d['interrogate'])}")
-    lines.append(f"generate    {generate.status_line(d['generate'])}")
+    damaged = f" (from a damaged source: {e['damaged']})" if e.get("damaged") else ""
+    lines.append(f"extract     {_timing_words(e)}, {e['width']}x{e['height']}{damaged}")
+    lines.append(f"interrogate {interrogate.status_line(d['interrogate'])}{_stale_hint(d['interrogate'])}")
+    lines.append(f"generate    {generate.status_line(d['generate'])}{_stale_hint(d['generate'])}")
     if d["morph"]["state"] != "not run":
-        lines.append(f"morph       {morph.status_line(d['morph'])}")
+        lines.append(f"morph       {morph.status_line(d['morph'])}{_stale_hint(d['morph'])}")
     lines.append(f"audio       {d['sound'].get('says') or 'cannot be used: ' + d['sound']['error']}")
     lines += [_video_line(v) for v in d["videos"]]
     return "\n".join(lines + settings_lines(d["settings"]))
@@ -405,7 +459,7 @@ def _source_data(run: RunFolder) -> dict[str, Any] | None:
     path = Path(src.get("path", ""))
     if not path.is_file():
         state = "gone"
-    elif src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+    elif media.source_changed(src, path):
         state = "changed"
     else:
         state = "present"
@@ -423,17 +477,44 @@ def _sound_data(run: RunFolder, settings: Settings) -> dict[str, Any]:
         return {"says": None, "error": str(e)}
 
 
-def _videos_data(run: RunFolder, settings: Settings) -> list[dict[str, Any]]:
-    """Each video of the folder: current, stale (and how to update it), or not run."""
+def _videos_data(run: RunFolder, settings: Settings, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each video of the folder: current, stale (and how to update it), or not run. A video is
+    current only if every picture in it is: one of stale dreams is stale whatever its key says."""
     from .stages.assemble import round_folders
 
-    videos = [_video_data(run, settings, "dream.mp4", "assemble", "dreams", "")]
+    videos = [_pictures_first(run, settings, data, _video_data(run, settings, "dream.mp4", "assemble", "dreams", ""))]
+    pending = run.read_record("mux-pending")
+    if pending and videos[0]["state"] != "not run":  # its sound may be the old or the new one
+        videos[0] = {**videos[0], "state": "stale",
+                     "error": f"mux-audio of {pending.get('sound')} was stopped part way, so its sound is not "
+                              f"known; run `video2dream assemble {run.root}` to settle it"}
     for k, folder in enumerate(round_folders(run)[1:], start=2):
         videos.append({**_video_data(run, settings, f"round {k}", f"assemble-{folder}", folder, f" --round {k}"),
                        "round": k})
     if run.read_record("assemble-grid") or (run.root / "dreams_r02").is_dir():
-        videos.append(_video_data(run, settings, "grid", "assemble-grid", "grid", " --grid"))
+        videos.append(_pictures_first(run, settings, data,
+                                      _video_data(run, settings, "grid", "assemble-grid", "grid", " --grid")))
     return videos
+
+
+def _pictures_first(run: RunFolder, settings: Settings, data: dict[str, Any], v: dict[str, Any]) -> dict[str, Any]:
+    """v made stale when the dreams (or in-betweens) it shows are not current, with the stage to
+    run before assembling again (or `run`, which does it all) named first."""
+    if v["state"] == "not run" or v.get("from") == "frames":
+        return v
+    stages = ["generate"] + (["morph"] if settings.assemble.transition == "morph" and "from" in v else [])
+    for stage in stages:
+        d = data[stage]
+        if d["state"] != "stale":
+            continue
+        src = (data.get("source") or {}).get("path")
+        again = f" (or `video2dream run {src} -o {run.root}` for all of it)" if src else ""
+        what = "dreams" if stage == "generate" else "in-betweens"
+        return {**v, "state": "stale", "stale_pictures": len(d["stale"]),
+                "command": f"video2dream {stage} {run.root}", "then": v["command"],
+                "error": f"{len(d['stale'])} of its {d['total']} {what} are stale; run "
+                         f"`video2dream {stage} {run.root}`, then `{v['command']}`{again}"}
+    return v
 
 
 def _video_data(run: RunFolder, settings: Settings, name: str, record: str, source: str,

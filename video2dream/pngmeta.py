@@ -181,31 +181,54 @@ def png_decodes(path: str | os.PathLike[str]) -> bool:
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
     if channels is None or width == 0 or height == 0:
         return False
-    expected = _inflated_size(width, height, channels * depth, interlace == 1)
+    starts = _row_starts(width, height, channels * depth, interlace == 1)
+    expected = starts.pop()
     inflater = zlib.decompressobj()
-    got = 0
+    got = row = 0
     try:
         for kind, data in chunks:
             if kind == b"IDAT":
-                got += len(inflater.decompress(data, expected + 1 - got))
-                if got > expected or inflater.unconsumed_tail:
+                piece = inflater.decompress(data, expected + 1 - got)
+                row = _check_filters(piece, got, starts, row)
+                got += len(piece)
+                if row < 0 or got > expected or inflater.unconsumed_tail:
                     return False
-        got += len(inflater.flush())
+        piece = inflater.flush()
+        row = _check_filters(piece, got, starts, row)
+        got += len(piece)
     except zlib.error:
         return False
-    return inflater.eof and got == expected
+    return inflater.eof and got == expected and row == len(starts)
 
 
-def _inflated_size(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> int:
-    """Bytes of a PNG's filtered image data: per row a filter byte and its packed pixels; Adam7
-    interlacing stores seven smaller images."""
-    def rows(w: int, h: int) -> int:
-        return h * (1 + (w * bits_per_pixel + 7) // 8) if w and h else 0
+def _check_filters(piece: bytes, at: int, starts: list[int], row: int) -> int:
+    """Check the filter bytes (0-4: none, sub, up, average, paeth) of the rows starting in piece,
+    which holds the inflated bytes from offset `at`; the next row to check, or -1 for a bad one.
+    A decoder refuses another value, and ffmpeg then shows the dream as a black picture."""
+    if row < 0:
+        return row
+    end = at + len(piece)
+    while row < len(starts) and starts[row] < end:
+        if piece[starts[row] - at] > 4:
+            return -1
+        row += 1
+    return row
 
-    if not interlaced:
-        return rows(width, height)
-    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-    return sum(rows((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in passes)
+
+def _row_starts(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> list[int]:
+    """Where each row of a PNG's filtered image data starts (its filter byte), then the data's
+    size: per row a filter byte and its packed pixels; Adam7 interlacing stores seven smaller images."""
+    sizes = [(width, height)]
+    if interlaced:
+        passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+        sizes = [((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in passes]
+    starts, at = [], 0
+    for w, h in sizes:
+        if w and h:
+            stride = 1 + (w * bits_per_pixel + 7) // 8
+            starts += range(at, at + h * stride, stride)
+            at += h * stride
+    return [*starts, at]
 
 
 def _png_chunks(path: str | os.PathLike[str]) -> list[tuple[bytes, memoryview]] | None:

@@ -8,6 +8,7 @@ The audio is cut to the picture: a longer soundtrack never makes the last image 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ def _source_sound(run: RunFolder) -> Sound:
         return Sound(None, "no sound (the source video is gone)",
                      f"the source video {path} is gone, so the video is silent; "
                      f"add sound later with `video2dream mux-audio {run.root} SOUND_FILE`")
-    if src.get("fingerprint") and media.fingerprint(path) != src["fingerprint"]:
+    if media.source_changed(src, path):
         raise UserError(f"the source video {path} has changed since it was extracted, so its sound would not "
                         f"fit these pictures; run `video2dream extract {path} -o {run.root} --force`, "
                         "or assemble with --audio none or --audio FILE")
@@ -322,11 +323,61 @@ def from_record(run: RunFolder, value: str) -> Path:
     return inside if inside.exists() or not path.exists() else path
 
 
+def stale_dreams(run: RunFolder, settings: Settings, folders: list[str]) -> tuple[list[str], int, str]:
+    """The pictures of dreams/ (and morphs/) in folders that do not carry the key their stage would
+    give them now (after a settings or prompt change): (names, how many were checked, the stage to
+    run). Only the text chunks are read: assemble has checked that each picture decodes. Dreams not
+    made by generate (no prompts.csv) are not judged."""
+    from ..pngmeta import read_png_text
+    from . import generate as gen
+
+    jobs: list[tuple[Path, str]] = []
+    stage = "generate"  # stale dreams come first: their in-betweens are painted from them
+    try:
+        if "dreams" in folders:
+            jobs += [(run.dreams_dir / j.name, j.key) for j in gen.plan(run, settings)[0]]
+        if "morphs" in folders:
+            from . import morph
+
+            jobs += [(run.morphs_dir / m.name, m.key) for m in morph.plan(run, settings)]
+    except UserError:
+        return [], 0, stage
+
+    def carries(path: Path, key: str) -> bool:
+        try:
+            return read_png_text(path).get(gen.KEY_CHUNK) == key
+        except (OSError, ValueError):
+            return False
+
+    stale = [path for path, key in jobs if not carries(path, key)]
+    if stale and all(path.parent == run.morphs_dir for path in stale):
+        stage = "morph"  # the dreams are current: only the in-betweens need painting again
+    return [path.name for path in stale], len(jobs), stage
+
+
+def check_pictures(run: RunFolder, settings: Settings, folders: list[str], strict: bool) -> int:
+    """Say how many of the video's pictures are stale (refused with strict); their number."""
+    stale, total, stage = stale_dreams(run, settings, folders)
+    if not stale:
+        return 0
+    fix = f"run `video2dream {stage} {run.root}` first"
+    if strict:
+        raise UserError(f"{len(stale)} of the {total} pictures to assemble are stale ({', '.join(stale[:3])}"
+                        f"{' ...' if len(stale) > 3 else ''}): {fix}, or assemble without --strict")
+    say(f"warning: {len(stale)} of the {total} pictures in this video are stale (made with other settings "
+        f"or prompts); {fix}, then assemble again")
+    return len(stale)
+
+
 def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
-             force: bool = False, on_ready: Callable[[], None] | None = None) -> AssembleResult:
+             force: bool = False, on_ready: Callable[[], None] | None = None,
+             strict: bool = False) -> AssembleResult:
+    """strict: refuse stale dreams (or in-betweens) instead of warning about them."""
     a = settings.assemble
     p = plan(run, settings, output)
     tl, dest, sbs_dest, audio = p.timeline, p.dest, p.side_by_side, p.sound.path
+    shows = [] if a.source != "dreams" else ["dreams", "morphs"] if a.transition == "morph" else ["dreams"]
+    stale = check_pictures(run, settings, shows, strict)
     if on_ready:
         on_ready()
     if a.audio == "auto" or str(audio) != (run.read_record("soundtrack") or {}).get("path"):
@@ -351,16 +402,17 @@ def assemble(run: RunFolder, settings: Settings, output: str | os.PathLike[str] 
         each = _video_filters(tl, a.out_fps, a.transition)
         graph = f"[0:v]{each}[l];[1:v]{each}[r];[l][r]hstack=inputs=2[v]"
         _encode([left, script], graph, audio, tl, settings, sbs_dest, "side by side")
-    write_assemble_record(run, p)
+    write_assemble_record(run, p, stale)
     return AssembleResult(dest, sbs_dest, False, p.sound.says, tl.duration)
 
 
-def write_assemble_record(run: RunFolder, p: AssemblePlan) -> None:
+def write_assemble_record(run: RunFolder, p: AssemblePlan, stale: int = 0) -> None:
+    """stale: how many of its pictures were stale when encoded (status judges them afresh)."""
     run.write_record(p.record, {
         "key": p.key, "output": record_value(run, p.dest),
         "side_by_side": record_value(run, p.side_by_side) if p.side_by_side else "",
         "source": p.source, "audio": str(p.sound.path) if p.sound.path else None, "sound": p.sound.says,
-        "duration": p.timeline.duration,
+        "duration": p.timeline.duration, **({"stale_pictures": stale} if stale else {}),
     })
 
 
@@ -439,13 +491,14 @@ def grid_plan(run: RunFolder, settings: Settings, output: str | os.PathLike[str]
 
 def assemble_grid(run: RunFolder, settings: Settings, output: str | os.PathLike[str] | None = None,
                   force: bool = False, on_ready: Callable[[], None] | None = None,
-                  rounds: int | None = None) -> AssembleResult:
+                  rounds: int | None = None, strict: bool = False) -> AssembleResult:
     """RUN/dream_grid.mp4: the frames, then every telephone round (or the first `rounds`), side by
     side (left to right, then top to bottom when there are more than four), with the source's sound."""
     a = settings.assemble
     p = grid_plan(run, settings, output, rounds)
     tl, folders, dest, audio = p.timeline, p.folders, p.dest, p.sound.path
     cols, rows, tw, th = p.layout
+    check_pictures(run, settings, ["dreams"], strict)
     if on_ready:
         on_ready()
     done = run.read_record(p.record)
@@ -521,19 +574,64 @@ def mux_audio(run: RunFolder, settings: Settings, source: str | os.PathLike[str]
     if not media.has_audio(source):
         raise UserError(f"{source} has no audio stream; give a file with sound")
     was_current = _current_plan(run, settings, record)
-    for v in videos:
-        _mux(run, v, source)
     src = run.read_record("source") or {}
     is_source = bool(src.get("path")) and _same_path(source, Path(src["path"])) \
-        and media.fingerprint(source) == src.get("fingerprint")
-    if is_source:
-        run.clear_record("soundtrack")
-    else:
-        run.write_record("soundtrack", {"path": str(source), "fingerprint": media.fingerprint(source)})
-    settings = replace_section(settings, "assemble", audio="auto" if is_source else str(source))
-    if was_current:  # the video is still current, now with this sound: say so to the next assemble
-        write_assemble_record(run, plan(run, replace_section(settings, "assemble", source=was_current.source)))
+        and not media.source_changed(src, source)
+    # The files and the records change together: what is about to happen is recorded first, so that
+    # a command killed between them leaves a `mux-pending` the next command settles (mend_mux).
+    run.write_record(MUX_PENDING, {
+        "sound": str(source), "audio": "auto" if is_source else str(source),
+        "soundtrack": None if is_source else {"path": str(source), "fingerprint": media.fingerprint(source)},
+        "was_current": was_current.source if was_current else None,
+        "videos": [{"path": record_value(run, v), **_stamp(v)} for v in videos]})
+    for v in videos:
+        _mux(run, v, source)
+    settings = finish_mux(run, settings, run.read_record(MUX_PENDING) or {})
     return MuxResult(videos, settings, audio_source(run, settings.assemble.audio).says)
+
+
+MUX_PENDING = "mux-pending"  # cleared once the settings hold the new sound too (pipeline.do_mux_audio)
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def finish_mux(run: RunFolder, settings: Settings, pending: dict) -> Settings:
+    """The records of a mux-audio whose files are written: its soundtrack, and dream.mp4's record if
+    the video was current (it still is, now with this sound). The settings to save."""
+    if pending.get("soundtrack"):
+        run.write_record("soundtrack", pending["soundtrack"])
+    else:
+        run.clear_record("soundtrack")
+    settings = replace_section(settings, "assemble", audio=pending["audio"])
+    if pending.get("was_current"):  # say so to the next assemble
+        # UserError: something else changed since; the video is stale, as the old record says
+        with contextlib.suppress(UserError):
+            write_assemble_record(run, plan(run, replace_section(settings, "assemble", source=pending["was_current"])))
+    return settings
+
+
+def mend_mux(run: RunFolder, settings: Settings) -> tuple[Settings | None, str]:
+    """A mux-audio killed part way: its videos are checked against what they were before it. None
+    replaced: nothing happened (None). All: its records are written (the settings to save). Some:
+    the rest get the sound too, then the records; if the sound file is gone, dream.mp4's record is
+    dropped, so that the next assemble encodes it again. With a line for the user."""
+    pending = run.read_record(MUX_PENDING) or {}
+    videos = [(from_record(run, v["path"]), v) for v in pending.get("videos", [])]
+    replaced = [p for p, v in videos if p.is_file() and _stamp(p) != {"size": v["size"], "mtime_ns": v["mtime_ns"]}]
+    if not replaced:
+        return None, "mux-audio was stopped before it changed a video: nothing to finish"
+    sound = Path(pending["sound"])
+    if len(replaced) < len(videos) and not sound.is_file():
+        run.clear_record("assemble")
+        return None, (f"mux-audio was stopped part way and {sound} is gone: {run.video.name} will be "
+                      "encoded again by the next assemble")
+    for p, _ in videos:
+        if p not in replaced and p.is_file():
+            _mux(run, p, sound)
+    return finish_mux(run, settings, pending), f"mux-audio of {sound} was stopped part way: finished it"
 
 
 def _current_plan(run: RunFolder, settings: Settings, record: dict) -> AssemblePlan | None:

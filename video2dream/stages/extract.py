@@ -62,7 +62,7 @@ def check_same_source(run: RunFolder, video: Path, fingerprint: str, force: bool
     """Whether run holds the work of another video (or of this path before the file changed);
     refused unless force."""
     previous = run.read_record("source")
-    other = bool(previous) and previous.get("fingerprint") != fingerprint
+    other = bool(previous) and (previous.get("fingerprint") != fingerprint or media.source_changed(previous, video))
     if other and not force:
         same_path = previous.get("path") == str(video)
         what = f"{video} has changed since it was extracted" if same_path else \
@@ -92,7 +92,9 @@ def start_over(run: RunFolder) -> None:
 
 
 def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, force: bool = False,
-            on_ready: Callable[[], None] | None = None) -> ExtractResult:
+            on_ready: Callable[[], None] | None = None, allow_damaged: bool = False) -> ExtractResult:
+    """allow_damaged: extract what can be read of a damaged video (with a warning naming the seconds
+    affected) instead of refusing it. Per call, never saved: it is consent for this file."""
     video = Path(video)
     probe = media.probe(video)  # fails before anything in the run folder is touched
     ex = settings.extract
@@ -100,6 +102,7 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
         raise UserError(f"{video} has no sound, so --at beats has no beats to follow; use --at seconds, "
                         "or give a video with a soundtrack")
     fingerprint = media.fingerprint(video)
+    whole = media.content(video)  # before ffmpeg reads it: a change meanwhile shows next time
     other_video = check_same_source(run, video, fingerprint, force)
     start = ex.start or 0.0
     end = min(ex.end, probe.duration) if ex.end is not None else probe.duration
@@ -118,19 +121,29 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     wanted = [] if current else timing.keyframes(video, probe, ex, start, end)
     if on_ready:
         on_ready()
-    if other_video:
-        start_over(run)
     if current:
+        _adopt_content(run, video)
         return ExtractResult(done["frames"], True, done["width"], done["height"])
 
+    stream_end, unreadable = media.read_through(video)  # a file cut short, before any decoding
     run.ensure()
     run.remove_temporaries()
     work = temp_path(run.frames_dir)  # in .video2dream/tmp/: no name a user could have chosen
     work.mkdir()
     try:
         uniform = ex.at == "seconds" and not ex.scene_cuts  # today's fps grid, exactly as before
-        _run_ffmpeg(video, work, probe, start, ex.fps, [k.time for k in wanted], uniform)
+        errors = _run_ffmpeg(video, work, probe, start, ex.fps, [k.time for k in wanted], uniform)
         names = _numbered_frames(work, len(wanted), video)
+        damage = _damage(video, probe, (start, end), (stream_end, unreadable), errors, [k.time for k in wanted],
+                         len(names))
+        if damage and not allow_damaged:
+            raise UserError(f"{video} is damaged: {damage}; no frames were taken from it: "
+                            "repair or re-encode the video, or add --allow-damaged to extract what can be read")
+        if damage:
+            say(f"warning: {video} is damaged: {damage}; the frames there show the nearest picture "
+                "that could be read")
+        if other_video:  # only once the new frames are good: a refused video leaves the old work
+            start_over(run)
         # ffmpeg may stop a frame short of the last sample when the picture ends early.
         wanted = wanted[: len(names)]
         from PIL import Image
@@ -140,11 +153,59 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
         _swap_in(run, work, frames_table(names, [k.time for k in wanted], [k.kind for k in wanted]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "probe": probe.to_dict()})
+    run.write_record("source", {"path": probe.path, "fingerprint": fingerprint, "content": whole,
+                                "probe": probe.to_dict()})
     run.write_record("extract", {"key": key, "frames": len(names), "width": width, "height": height,
                                  "fps": ex.fps, "start": start, "end": end, "at": ex.at,
-                                 "cuts": sum(k.kind == timing.CUT for k in wanted)})
+                                 "cuts": sum(k.kind == timing.CUT for k in wanted),
+                                 **({"damaged": damage} if damage else {})})
     return ExtractResult(len(names), False, width, height)
+
+
+def _damage(video: Path, probe: media.Probe, span: tuple[float, float], read: tuple[float, list[str]],
+            errors: list[str], times: list[float], got: int) -> str | None:
+    """What is wrong with the picture stream between span's start and end, seconds named; None when
+    nothing is. read: where reading every packet ended and what could not be read; errors: what the
+    extraction could not decode; got of the len(times) frames wanted were made."""
+    start, end = span
+    stream_end, unreadable = read
+    step = 1.0 / probe.fps if probe.fps else 0.1
+    found = []
+    # The last packet starts a frame or two before the end; a container longer than its picture (a
+    # longer soundtrack) is not damage unless ffmpeg also found the file short of what it promises.
+    if unreadable and stream_end < end - max(3 * step, 0.25):
+        found.append(f"its picture stops at {stream_end:.2f} s of {end:.2f} s")
+    if errors or (unreadable and not found):
+        decoded = [t - probe.start for t in media.decoded_times(video)]
+        gaps = [(a, b) for a, b in zip(decoded, decoded[1:], strict=False) if b - a > 1.5 * step and b > start
+                and a < end]
+        if gaps:
+            where = ", ".join(f"{a + step:.2f}-{b:.2f} s" for a, b in gaps[:5])
+            found.append(f"pictures could not be decoded at {where}")
+        elif not found:
+            found.append("some pictures did not decode (ffmpeg does not say at which seconds)")
+    # One short, or short by less than a second: the picture may end a little before the sound.
+    if got < len(times) - 1 and end - times[got - 1] > max(1.0, 3 * step) and not found:
+        found.append(f"no picture after {times[got - 1]:.2f} s of {end:.2f} s")
+    return f"{'; '.join(found)} ({_ffmpeg_words(errors or unreadable)})" if found else None
+
+
+def _ffmpeg_words(lines: list[str]) -> str:
+    """ffmpeg's first complaint, without its '[h264 @ 0x...]' prefixes, cut short."""
+    if not lines:
+        return "ffmpeg gave fewer frames than asked"
+    text = re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", lines[0]).strip().rstrip(".")
+    return "ffmpeg: " + (text[:100] + "..." if len(text) > 100 else text)
+
+
+def _adopt_content(run: RunFolder, video: Path) -> None:
+    """A source record from before `content` (first and last MiB only), or one whose file was touched
+    without a change: record what the file holds now, which the check just found to be the same."""
+    src = run.read_record("source") or {}
+    st = video.stat()
+    c = src.get("content") or {}
+    if (c.get("size"), c.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+        run.write_record("source", {**src, "content": media.content(video)})
 
 
 def _numbered_frames(work: Path, wanted: int, video: Path) -> list[str]:
@@ -176,7 +237,7 @@ LONG_FILTER = 100_000
 
 
 def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fps: float, times: list[float],
-                uniform: bool) -> None:
+                uniform: bool) -> list[str]:
     """The frame on screen at each of times (uniform: the 1/fps grid from start, as times are)."""
     # Timestamps are rounded (Matroska keeps whole milliseconds), so a frame may be stamped a bit
     # after the instant it belongs to: count frames as on screen a little before their timestamps,
@@ -206,16 +267,17 @@ def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fp
         args += ["-copyts", "-i", media.arg(video), "-map", "0:V:0", *vf,
                  "-frames:v", str(len(times)), "-pix_fmt", "rgb24", "-start_number", "1",
                  media.image_pattern(out_dir, "%06d.png")]
-        _ffmpeg_frames(args, len(times), video, out_dir)
+        return _ffmpeg_frames(args, len(times), video, out_dir)
 
 
-def _ffmpeg_frames(args: list[str], count: int, video: Path, out_dir: Path) -> None:
+def _ffmpeg_frames(args: list[str], count: int, video: Path, out_dir: Path) -> list[str]:
     with progress_bar(total=count, desc="extract", unit="frame") as bar:
         def update(block: dict[str, str]) -> None:
             if block.get("frame", "").isdigit():
                 bar.update(int(block["frame"]) - bar.n)
 
-        media.run_ffmpeg(args, f"extract frames from {video} into {out_dir.parent / 'frames'}", on_progress=update)
+        return media.run_ffmpeg(args, f"extract frames from {video} into {out_dir.parent / 'frames'}",
+                                on_progress=update)
 
 
 def _swap_in(run: RunFolder, work: Path, table) -> None:
