@@ -104,12 +104,12 @@ def committed(run: Path) -> list[Path]:
 
 
 def map_workers() -> list:
-    """The Ray Data actors' processes (ray::MapWorker(MapBatches(UnitWorker)))."""
+    """The Ray actors' processes (ray::UnitWorker)."""
     import psutil
 
     found = []
     for p in psutil.process_iter(["cmdline"]):
-        if any("MapWorker" in part and "UnitWorker" in part for part in p.info["cmdline"] or ()):
+        if any("UnitWorker" in part for part in p.info["cmdline"] or ()):
             found.append(p)
     return found
 
