@@ -235,8 +235,8 @@ def pool_shape(ray: Any, settings: Settings, kind: str, units: int) -> Shape:
     cpus = int(sum(nodes)) or 1
     low, high = asked or (len(nodes) or 1, len(nodes) or 1)
     low, high = max(1, min(low, units)), max(1, min(high, units))
-    if asked is None or asked[0] == asked[1]:
-        low = high = min(high, cpus)  # a fixed pool the cluster can hold at once
+    if asked is None or asked[0] == asked[1]:  # a fixed pool the cluster can hold at once
+        low = high = max(1, min(high, int(cpus // settings.ray.cpus) if settings.ray.cpus else cpus))
     per_node = -(-low // max(1, len(nodes)))
     per_actor = settings.ray.cpus or max(1.0, float(min(nodes or [1]) // per_node))
     return Shape(low, high, per_actor, 0.0)
