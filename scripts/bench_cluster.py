@@ -56,7 +56,8 @@ def backend(actors: int):
 
     b = get("ray")
     b.inner = FakePainter
-    return b, resolve(preset="tiny", overrides={"backend": "ray", "workers": actors, "ray": {"cpus": 0.1}})
+    return b, resolve(preset="tiny", overrides={"backend": "ray", "workers": actors, "ray": {"cpus": 0.1},
+                                                        "generate": {"batch_size": 1}})
 
 
 def warm(b, settings, run: Path, actors: int) -> None:

@@ -109,7 +109,7 @@ def backend_and_settings():
 
     backend = get("ray")
     backend.inner = FakePainter
-    return backend, resolve(preset="tiny", overrides={"backend": "ray", "workers": 2})
+    return backend, resolve(preset="tiny", overrides={"backend": "ray", "workers": 2, "generate": {"batch_size": 1}})
 
 
 def executions(base: Path, tag: str) -> list[tuple[str, int, str]]:

@@ -290,6 +290,11 @@ class Pool:
         tries: Counter[str] = Counter()
         flight: dict[Any, tuple[Any, list[Unit]]] = {}  # run() ref -> (actor, batch)
         while todo or again or flight:
+            if self.starting:  # actors up since the last look take batches now (not after the others' results)
+                up, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+                for ref in up:
+                    if ref in self.starting:
+                        self._started(ref)
             for actor in [a for a, n in self.actors.items() if n < DEPTH]:
                 while self.actors.get(actor, DEPTH) < DEPTH:
                     batch = again.popleft() if again else self._next(todo, wanted)
