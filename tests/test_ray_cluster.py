@@ -7,6 +7,7 @@ The tests run in this order and share the cluster: the last removes its nodes.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -154,6 +155,29 @@ def test_node_lost_mid_run_loses_nothing_and_repeats_no_committed_unit(cluster, 
     assert all(when < committed[name] for name, when, _ in ran), "a committed unit ran again"
     again = [name for name, _, _ in ran if sum(1 for n, _, _ in ran if n == name) > 1]
     assert len(ran) == UNITS + len(set(again)) and len(ran) <= UNITS + 2 * 2  # at most its batches in flight
+
+
+def test_a_second_kind_that_does_not_fit_beside_the_first_replaces_it(cluster, base: Path) -> None:
+    """One backend (a telephone chain's) keeps a pool per kind; when the cluster cannot hold the next
+    kind's actors beside the first's (here both CPUs are taken), the first pool goes instead of the
+    command waiting forever."""
+    import threading
+
+    from video2dream.units import Unit
+
+    run = base / "runs" / "two-kinds"
+    paint = fake_units(run, "kinds", count=4)
+    morph = [Unit(f"{k:06d}-{k + 1:06d}_01.png", "morph", (u.inputs[0], paint[k].inputs[0]),
+                  {**u.params, "t": 0.5, "b": u.params}, "key") for k, u in enumerate(paint[:-1], start=1)]
+    backend, settings = backend_and_settings()
+    assert sum(len(d) for d in backend.execute(run, paint, settings)) == 4
+    got: list[int] = []
+    worker = threading.Thread(target=lambda: got.append(sum(len(d) for d in backend.execute(run, morph, settings))),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=300)  # a hang detector, not a speed limit
+    assert got == [3]
+    assert [json.loads(k)[1] for k in backend.pools] == ["morph"]
 
 
 def test_no_node_left_fails_in_one_line(cluster, base: Path) -> None:

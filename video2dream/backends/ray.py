@@ -465,7 +465,14 @@ class RayBackend(Backend):
         if pool is None or not pool.size():
             for old in [k for k in self.pools if json.loads(k)[:2] == [job, kind]]:
                 self.pools.pop(old).close()  # other settings: its models are not these
-            pool = self.pools[key] = Pool(ray, kind, settings, pool_shape(ray, settings, kind, units), self.inner)
+            shape = pool_shape(ray, settings, kind, units)
+            free = ray.available_resources()
+            if any(free.get(r, 0) < v for r, v in (("CPU", shape.cpus), ("GPU", shape.gpus)) if v):
+                # The other kinds' pools hold what this one needs (a telephone chain on one GPU: a
+                # captioner and a painter cannot both stay): they go, and start again when needed.
+                for old in list(self.pools):
+                    self.pools.pop(old).close()
+            pool = self.pools[key] = Pool(ray, kind, settings, shape, self.inner)
         return pool
 
     def execute(self, root: Path, units: list[Unit], settings: Settings,
