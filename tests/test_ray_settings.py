@@ -39,3 +39,32 @@ def test_workers_range_on_the_command_line(tmp_path, capsys) -> None:
     one_line_error(cli("run", clip, "-o", tmp_path / "run", "--workers", "2-8"), capsys.readouterr().err,
                    "range", "--backend ray")
     assert not (tmp_path / "run").exists()
+
+
+class FakeCluster:
+    """What pool_shape asks of the ray module: the cluster's resources and its nodes."""
+
+    def __init__(self, gpus: float, nodes: list[float]) -> None:
+        self.gpus, self.cpus = gpus, nodes
+
+    def cluster_resources(self) -> dict:
+        return {"GPU": self.gpus, "CPU": sum(self.cpus)} if self.gpus else {"CPU": sum(self.cpus)}
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": c}} for c in self.cpus]
+
+
+def test_pool_shape_per_kind_share_and_range() -> None:
+    from video2dream.backends.ray import Shape, pool_shape
+
+    gpu = FakeCluster(2, [16, 16])
+    s = resolve(overrides={"backend": "ray"})
+    assert pool_shape(gpu, s, "caption", 100) == Shape(8, 8, 1.0, 0.25)  # four captioners per GPU
+    assert pool_shape(gpu, s, "paint", 100) == Shape(2, 2, 1.0, 1.0)
+    assert pool_shape(gpu, s, "paint", 1) == Shape(1, 1, 1.0, 1.0)  # never more actors than units
+    ranged = resolve(overrides={"backend": "ray", "workers": "2-8", "ray": {"paint_gpus": 0.5, "cpus": 4}})
+    assert pool_shape(gpu, ranged, "paint", 100) == Shape(2, 8, 4, 0.5)  # those beyond the cluster wait
+    cpu = FakeCluster(0, [2, 2])
+    assert pool_shape(cpu, s, "paint", 100) == Shape(2, 2, 2.0, 0.0)  # one per node, sharing its cores
+    small = resolve(overrides={"backend": "ray", "workers": 8, "ray": {"cpus": 0.5}})
+    assert pool_shape(cpu, small, "paint", 100) == Shape(8, 8, 0.5, 0.0)
