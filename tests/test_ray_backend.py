@@ -104,7 +104,7 @@ def committed(run: Path) -> list[Path]:
 
 
 def map_workers() -> list:
-    """The actors' processes (ray::UnitWorker)."""
+    """The Ray actors' processes (ray::UnitWorker)."""
     import psutil
 
     found = []

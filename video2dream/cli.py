@@ -18,7 +18,7 @@ from . import __version__
 from .errors import Interrupted, SettingError, UserError, debug_enabled
 from .progress import say
 from .runfolder import RunFolder
-from .settings import CHOICES, RANGES, Settings, preset_names, resolve
+from .settings import CHOICES, RANGES, Settings, preset_names, resolve, workers_value
 
 # (flags, settings path, type, help); type "flag" is an on/off switch (--X and --no-X).
 Option = tuple[tuple[str, ...], str, Any, str]
@@ -164,8 +164,9 @@ MODELS: list[Option] = [
     (("--backend",), "backend", str,
      "where the models run: local (default: this process), ray (several GPUs or machines) or replicate "
      "(Replicate's API; REPLICATE_API_TOKEN)"),
-    (("--workers",), "workers", int,
-     "parallel workers of the backend (default: its own choice; ray: one per GPU; replicate: 4)"),
+    (("--workers",), "workers", workers_value,
+     "parallel workers of the backend (default: its own choice; ray: one per GPU; replicate: 4); ray also "
+     "takes a range, e.g. 2-8: an autoscaling pool"),
     (("--ray-address",), "ray_address", str,
      "the Ray cluster of --backend ray, e.g. HEAD:6379 (default: RAY_ADDRESS, else a local Ray instance)"),
     (("--max-predictions",), "replicate.max_predictions", int,

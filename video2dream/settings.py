@@ -209,13 +209,25 @@ class ReplicateSettings:
 
 
 @dataclass
+class RaySettings:
+    """--backend ray: what each kind's actor asks of a node (how fast, on what: never what is made).
+    A captioner (BLIP + CLIP, a few GB) shares a GPU; an SDXL painter wants one of its own."""
+
+    caption_gpus: float = setting(0.25, SPEED)  # of a GPU per captioning actor: four share one
+    paint_gpus: float = setting(1.0, SPEED)  # of a GPU per painting actor (dreams, in-betweens)
+    cpus: float | None = setting(None, SPEED)  # CPUs per actor (none: 1 with a GPU; on CPUs, a node's share)
+    shared_folder: bool = setting(False, SPEED)  # check that every node sees the run folder (not needed)
+
+
+@dataclass
 class Settings:
     device: str = setting("auto", SPEED)
     dtype: str = setting("auto", KEY)  # in generate's and the chain's keys
     # where model units run (video2dream.backends: local, ray, replicate); a backend whose results
     # differ from local's (a remote service) adds its own part to their keys
     backend: str = setting("local", SPEED)
-    workers: int | None = setting(None, SPEED)  # a backend's parallel workers (None: its own choice)
+    # a backend's parallel workers (None: its own choice); ray also takes a range "2-8" (an autoscaling pool)
+    workers: int | str | None = setting(None, SPEED)
     ray_address: str | None = setting(None, SPEED)  # the ray backend's cluster (None: RAY_ADDRESS, or a local one)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     interrogate: InterrogateSettings = field(default_factory=InterrogateSettings)
@@ -224,12 +236,13 @@ class Settings:
     morph: MorphSettings = field(default_factory=MorphSettings)
     telephone: TelephoneSettings = field(default_factory=TelephoneSettings)
     replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-SECTIONS = ("extract", "interrogate", "generate", "assemble", "morph", "telephone", "replicate")
+SECTIONS = ("extract", "interrogate", "generate", "assemble", "morph", "telephone", "replicate", "ray")
 TOP_LEVEL = ("device", "dtype", "backend", "workers", "ray_address")
 
 
@@ -522,8 +535,26 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("telephone.strip_height", _within(64, 4096), "a whole number of pixels from 64 to 4096"),
     ("replicate.timeout", lambda v: 0 < v <= 86400, "a positive number of seconds, at most 86400"),
     ("replicate.max_predictions", _within(0, 10**9, none_ok=True), "a whole number >= 0 (or none: no limit)"),
-    ("workers", _within(1, 1024, none_ok=True), "a whole number from 1 to 1024 (or none: the backend's choice)"),
+    ("workers", lambda v: v is None or 1 <= (worker_range(v) or (0, 0))[0] <= (worker_range(v) or (0, 0))[1] <= 1024,
+     "a whole number from 1 to 1024, or a range such as 2-8 (or none: the backend's choice)"),
+    ("ray.caption_gpus", _within(0, 64), "from 0 to 64 GPUs per captioning actor (e.g. 0.25: four share a GPU)"),
+    ("ray.paint_gpus", _within(0, 64), "from 0 to 64 GPUs per painting actor (e.g. 1)"),
+    ("ray.cpus", lambda v: v is None or 0 < v <= 1024, "> 0 and at most 1024 CPUs per actor (or none: automatic)"),
 ]
+
+
+def worker_range(value: Any) -> tuple[int, int] | None:
+    """--workers as (fewest, most): a count N is (N, N), a range "2-8" is (2, 8); None if it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    m = re.fullmatch(r"\s*([0-9]+)\s*-\s*([0-9]+)\s*", value) if isinstance(value, str) else None
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def workers_value(text: str) -> int | str:
+    """--workers on the command line: a count, or a range kept as typed ("2-8")."""
+    text = text.strip()
+    return int(text) if text.isdigit() else text
 
 
 def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
@@ -577,6 +608,9 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
         _check(REPLICATE_REF.fullmatch(values[path]) is not None, path,
                f"must look like OWNER/NAME:VERSION (or OWNER/NAME for an official model), got {short(values[path])}",
                f"e.g. {getattr(ReplicateSettings(), path.split('.')[1])}", origins=o)
+    _check(not isinstance(s.workers, str) or s.backend == "ray", "workers",
+           f"a range ({short(s.workers)}) is an autoscaling pool of --backend ray", "give a count for {backend} "
+           f"{s.backend}", also=("backend",), origins=o)
     _check(isinstance(s.backend, str) and s.backend.isidentifier(), "backend",
            f"{short(s.backend)} is not a backend's name", "e.g. local", origins=o)
     _check_names(s, o)

@@ -3,7 +3,7 @@ ModelCache, units run in batches of --batch-size (consecutive units that one mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,9 @@ class LocalBackend(Backend):
 
         super().__init__(models or ModelCache())
         self._loaded: dict[str, Any] = {}
+        # The units' input pictures by name (encoded bytes), when they came with the units (a Ray
+        # actor on a node without the run folder): then root is never read.
+        self._pictures: Mapping[str, bytes] | None = None
 
     def load(self, kind: str, settings: Settings) -> None:
         if kind == "morph":
@@ -46,7 +49,10 @@ class LocalBackend(Backend):
         return {n: cut for n, cut in limits.items() if cut[1]}
 
     def execute(self, root: Path, units: list[Unit], settings: Settings,
-                wanted: Callable[[Unit], bool] | None = None) -> Iterator[list[Done]]:
+                wanted: Callable[[Unit], bool] | None = None, *,
+                pictures: Mapping[str, bytes] | None = None) -> Iterator[list[Done]]:
+        """pictures: each input (unit.inputs' names) as its file's bytes, read instead of root/name."""
+        self._pictures = pictures
         pending = list(units)
         while pending:
             if wanted is not None:
@@ -62,9 +68,9 @@ class LocalBackend(Backend):
         painter = self._get("paint", settings)
         units = [u.typed() for u in batch]
         p = units[0]
-        frames = _open(root, [u.inputs[0] for u in batch]) if p.strength or p.controlnet else None
+        frames = self._open(root, [u.inputs[0] for u in batch]) if p.strength or p.controlnet else None
         options = {k: getattr(p, k) for k in ("control_scale", "refiner_switch") if getattr(p, k) is not None}
-        _set_style(painter, p)
+        self._set_style(painter, p)
         images = painter.paint([q.prompt for q in units], [q.negative_prompt for q in units],
                                [q.seed for q in units], p.width, p.height, p.steps,
                                p.guidance, strength=p.strength, init_images=frames if p.strength else None,
@@ -78,12 +84,12 @@ class LocalBackend(Backend):
         painter = self._get("morph", settings)
         units = [u.typed() for u in batch]
         p = units[0]
-        _set_style(painter, p)
+        self._set_style(painter, p)
         ends = []
         for side in (0, 1):
             params = [{"prompt": q.prompt, "negative_prompt": q.negative_prompt, "seed": q.seed} if side == 0
                       else q.b for q in units]
-            init = _open(root, [u.inputs[side] for u in batch]) if p.strength else None
+            init = self._open(root, [u.inputs[side] for u in batch]) if p.strength else None
             ends.append(Ends([q["prompt"] for q in params], [q["negative_prompt"] for q in params],
                              [q["seed"] for q in params], init))
         images = painter.paint_between(ends[0], ends[1], [q.t for q in units], p.width, p.height,
@@ -93,7 +99,7 @@ class LocalBackend(Backend):
     def _caption(self, root: Path, batch: list[Unit], settings: Settings) -> list[Caption]:
         captioner, interrogator = self._get("caption", settings)
         p = batch[0].typed()
-        images = _open(root, [u.inputs[0] for u in batch])
+        images = self._open(root, [u.inputs[0] for u in batch])
         captions = captioner.caption(images, min_length=p.min_length, max_length=p.max_length,
                                      num_beams=p.num_beams, no_repeat_ngram_size=p.no_repeat_ngram_size)
         if p.mode == "caption" or interrogator is None:
@@ -101,6 +107,24 @@ class LocalBackend(Backend):
         else:
             pairs = interrogator.interrogate(images, captions, p.mode)
         return [Caption(c, prompt, negative) for c, (prompt, negative) in zip(captions, pairs, strict=True)]
+
+    def _open(self, root: Path, names: list[str]) -> list:
+        import io
+
+        from PIL import Image
+
+        images = []
+        for n in names:
+            source = root / n if self._pictures is None else io.BytesIO(self._pictures[n])
+            with Image.open(source) as im:
+                images.append(im.convert("RGB"))
+        return images
+
+    def _set_style(self, painter: Any, p: PaintParams) -> None:
+        """The batch's style image (--style-image; an absolute path, or its bytes given with the
+        pictures on a cluster), or none."""
+        image = self._open(Path("/"), [p.style_image])[0] if p.style_image else None
+        painter.set_style(image, p.style_image_scale)
 
 
 def _check_morph(settings: Settings) -> None:
@@ -117,12 +141,6 @@ def _check_morph(settings: Settings) -> None:
                         "or use --transition crossfade or flow")
 
 
-def _set_style(painter: Any, p: PaintParams) -> None:
-    """The batch's style image (--style-image; an absolute path), or none."""
-    image = _open(Path("/"), [p.style_image])[0] if p.style_image else None
-    painter.set_style(image, p.style_image_scale)
-
-
 def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:
     """The next batch: up to --batch-size units from the front that share the parameters of one call."""
     first = pending[0]
@@ -134,13 +152,3 @@ def _batch(pending: list[Unit], settings: Settings) -> list[Unit]:
             break
         batch.append(u)
     return batch
-
-
-def _open(root: Path, names: list[str]) -> list:
-    from PIL import Image
-
-    images = []
-    for n in names:
-        with Image.open(root / n) as im:
-            images.append(im.convert("RGB"))
-    return images

@@ -1,17 +1,19 @@
 """The Ray backend: units run on a Ray cluster (several GPUs in one box, or many machines).
 
-The units go in batches to a pool of actors (one per GPU), each of which builds a LocalBackend once
-(its models load once per actor) and runs each batch through the same code as `--backend local`, so
-the pictures and prompts are the same. The pool lives for the whole command and serves every kind
-of unit: a telephone chain's steps, a video's rounds reuse its actors and their loaded models. The actors send their
-results back as plain data (raw pixels, texts); this process (the driver) commits them as they
-arrive and holds the run folder's lock: the one writer stays the one writer, prompts.csv is never
-written by two processes, and a worker killed mid-unit leaves nothing half written (Ray restarts
-it and runs its unit again).
+A pool of actors per model kind (its own share of a GPU: ray.caption_gpus, ray.paint_gpus), kept
+for the command; each actor builds a LocalBackend once (its models load once per actor) and runs
+each batch through the same code as `--backend local`, so the pictures and prompts are the same.
+The driver sends each batch with its input pictures as bytes (read when the batch is sent, a few
+batches in flight per actor: its memory stays flat), so no node needs the run folder. The actors
+send their results back as plain data (raw pixels, texts); this process (the driver) commits them
+as they arrive and holds the run folder's lock: the one writer stays the one writer, and a worker
+lost mid-unit (its node gone, its process killed) leaves nothing half written: its batches go to
+the other actors, and a new actor is asked for in its place. A result that came back is never
+asked for again.
 
 Where: no address starts a local Ray instance for the command (stopped when it ends);
-settings.ray_address (--ray-address) or Ray's own RAY_ADDRESS joins a running cluster, whose
-every node must see the run folder at the same path (checked before any unit runs).
+settings.ray_address (--ray-address) or Ray's own RAY_ADDRESS joins a running cluster (any
+cluster: no shared disk; ray.shared_folder: true checks that every node sees the run folder).
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import UserError
 from ..progress import say
-from ..units import Unit
+from ..settings import worker_range
+from ..units import KINDS, Unit
 from .base import Backend, Caption, Done, Painted, register
 
 if TYPE_CHECKING:
@@ -212,72 +216,48 @@ class WorkerError(Exception):
 
 
 class UnitWorker:
-    """The actor: one LocalBackend, a batch of units per call. It lives for the whole command (see
-    _POOL) and serves every kind: each kind's models load on its first batch, once (the model cache
-    loads again only for a call whose settings name other models)."""
+    """The actor: one inner backend (LocalBackend: its models loaded once), a batch of units per
+    call, their input pictures given as bytes: it never opens the run folder (a node needs none)."""
 
-    def __init__(self, settings: Settings, kind: str) -> None:
+    def __init__(self, settings: Settings, kind: str, inner: type[Backend] | None = None) -> None:
         from .local import LocalBackend
 
+        self.settings = settings
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.backend = LocalBackend()
-        self.failed: dict[str, str] = {}
-        self._load(kind, settings)
-
-    def _load(self, kind: str, settings: Settings) -> None:
+        self.backend = (inner or LocalBackend)()
+        self.failed: str | None = None
         try:
-            self.backend.load(kind, settings)  # the model cache's: loads only models it does not hold
-            self.failed.pop(kind, None)
+            self.backend.load(kind, settings)
         except UserError as e:
-            # Raised with the batch, as a task's error: an actor that dies in __init__ is retried
-            # and reported by Ray with tracebacks on the command's stderr.
-            self.failed[kind] = f"on {self.name}: {e}"
+            # Told by ready(), as a task's result: an actor that dies in __init__ is retried and
+            # reported by Ray with tracebacks on the command's stderr.
+            self.failed = f"on {self.name}: {e}"
 
-    def run(self, texts: list[str], settings: Settings, root: str) -> list[dict[str, Any]]:
-        units = [Unit.from_json(json.loads(text)) for text in texts]
-        kind = units[0].kind
-        self._load(kind, settings)
-        if kind in self.failed:
-            raise WorkerError(self.failed[kind])
-        out: list[dict[str, Any]] = []
+    def ready(self) -> str | None:
+        """None once the models are loaded; else why they could not be."""
+        return self.failed
+
+    def run(self, units: list[dict[str, Any]], pictures: dict[str, bytes]) -> list[dict[str, Any]]:
+        if self.failed:
+            raise WorkerError(self.failed)
+        batch = [Unit.from_json(u) for u in units]
+        rows: list[dict[str, Any]] = []
         try:
-            for done in self.backend.execute(Path(root), units, settings):
-                out += [{"name": unit.name, "worker": self.name, **to_row(result)} for unit, result in done]
+            for done in self.backend.execute(Path("/"), batch, self.settings, pictures=pictures):
+                rows += [{"name": unit.name, "worker": self.name, **to_row(result)} for unit, result in done]
         except UserError as e:
             raise WorkerError(f"on {self.name}: {e}") from None
-        return out
+        return rows
 
 
-# One pool of actors for the whole command, for every kind of unit (a telephone chain's caption and
-# paint steps, a video's rounds): their models load once. One pool, not one per kind: actors of two
-# pools would each ask for the GPU (or the CPUs) and the second would wait forever for the first.
-# pipeline.library_call releases it when the command ends.
-_POOL: dict[str, Any] = {"shape": None, "actors": []}
-
-
-def _actors(ray: Any, settings: Settings, kind: str, count: int, cpus: float, gpus: float) -> list[Any]:
-    """count actors of the command's pool (made now if there are fewer, or none of this shape)."""
-    if _POOL["shape"] != (cpus, gpus):
-        release_pools()
-    actors = _POOL["actors"]
-    worker = ray.remote(UnitWorker).options(num_cpus=cpus, num_gpus=gpus or None, max_restarts=RETRIES,
-                                            max_task_retries=RETRIES)
-    actors += [worker.remote(settings, kind) for _ in range(count - len(actors))]
-    _POOL.update(shape=(cpus, gpus), actors=actors)
-    return actors[:count]
+_BACKENDS: weakref.WeakSet[RayBackend] = weakref.WeakSet()  # the command's Ray backends, for release_pools
 
 
 def release_pools() -> None:
-    """End the command's actors (their models leave the GPUs)."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    actors = _POOL["actors"]
-    _POOL.update(shape=None, actors=[])
-    if ray is not None and ray.is_initialized():
-        for actor in actors:
-            with contextlib.suppress(Exception):  # an actor already gone
-                ray.kill(actor)
+    """End every pool of the command's Ray backends (their models leave the GPUs); pipeline.library_call
+    calls it when the outermost library call ends."""
+    for backend in list(_BACKENDS):
+        backend.close()
 
 
 def to_row(result: Painted | Caption) -> dict[str, Any]:
@@ -301,27 +281,232 @@ def from_row(kind: str, row: dict[str, Any]) -> Painted | Caption:
     return Caption(str(row["caption"]), str(row["prompt"]), str(row["negative_prompt"]))
 
 
-def pool_shape(ray: Any, settings: Settings, units: int) -> tuple[int, float, float]:
-    """(actors, CPUs per actor, GPUs per actor): one actor per GPU (or --workers), on the CPU one per
-    node sharing its cores (or --workers); never more than the cluster can hold at once, nor than
-    there are units (each actor loads the models)."""
+class Shape(NamedTuple):
+    """A pool's size and what each of its actors asks of a node."""
+    fewest: int  # actors started at once
+    most: int  # actors asked for: those beyond what the cluster holds wait (an autoscaler adds nodes)
+    cpus: float
+    gpus: float
+
+
+def pool_shape(ray: Any, settings: Settings, kind: str, units: int) -> Shape:
+    """One actor per GPU (per its share of one: ray.caption_gpus / ray.paint_gpus), or --workers (a
+    count, or a range: an autoscaling pool); on the CPU one per node sharing its cores. Never more
+    than there are units (each actor loads the models)."""
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    if gpus and settings.device != "cpu":
-        return max(1, min(settings.workers or gpus, gpus, units)), 1.0, 1.0
+    gpus = resources.get("GPU", 0)
+    share = settings.ray.caption_gpus if kind == "caption" else settings.ray.paint_gpus
+    asked = worker_range(settings.workers) if settings.workers is not None else None
+    if gpus and share and settings.device != "cpu":
+        fit = max(1, int(gpus // share))
+        low, high = asked or (fit, fit)
+        return Shape(max(1, min(low, units)), max(1, min(high, units)), settings.ray.cpus or 1.0, share)
     nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
     cpus = int(sum(nodes)) or 1
-    actors = max(1, min(settings.workers or len(nodes) or 1, cpus, units))
-    per_node = -(-actors // max(1, len(nodes)))
-    return actors, max(1.0, float(min(nodes or [1]) // per_node)), 0.0
+    low, high = asked or (len(nodes) or 1, len(nodes) or 1)
+    low, high = max(1, min(low, units)), max(1, min(high, units))
+    if asked is None or asked[0] == asked[1]:  # a fixed pool the cluster can hold at once
+        low = high = max(1, min(high, int(cpus // settings.ray.cpus) if settings.ray.cpus else cpus))
+    per_node = -(-low // max(1, len(nodes)))
+    per_actor = settings.ray.cpus or max(1.0, float(min(nodes or [1]) // per_node))
+    return Shape(low, high, per_actor, 0.0)
+
+
+DEPTH = 2  # batches in flight per actor: one running, one waiting (its inputs already sent)
+WAIT = 2.0  # seconds between looks at the cluster while no actor is ready
+
+
+class Pool:
+    """One kind's actors, kept by the backend for the whole command (a telephone chain's steps reuse
+    them). The driver reads each batch's input pictures when it sends the batch, and keeps at most
+    DEPTH batches per actor in flight: its memory stays flat however many units there are."""
+
+    def __init__(self, ray: Any, kind: str, settings: Settings, shape: Shape, inner: type[Backend] | None) -> None:
+        self.ray, self.kind, self.settings, self.shape, self.inner = ray, kind, settings, shape, inner
+        self.actors: dict[Any, int] = {}  # ready actor -> batches in flight
+        self.starting: dict[Any, Any] = {}  # ready() ref -> actor still loading its models (or waiting for a node)
+        self.cls: Any = None  # the actor class, made remote once
+        self.lost = 0  # actors lost (a node gone, a worker killed)
+        self.done_by: Counter[str] = Counter()  # worker -> units it ran (for the summary line)
+        for _ in range(shape.most):
+            self._start()
+
+    def _start(self) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.cls is None:
+                self.cls = self.ray.remote(UnitWorker).options(
+                    num_cpus=self.shape.cpus, num_gpus=self.shape.gpus or None, max_restarts=0, max_task_retries=0)
+            actor = self.cls.remote(self.settings, self.kind, self.inner)
+        self.starting[actor.ready.remote()] = actor
+
+    def size(self) -> int:
+        return len(self.actors) + len(self.starting)
+
+    def close(self) -> None:
+        for actor in [*self.actors, *self.starting.values()]:
+            self.ray.kill(actor)
+        self.actors.clear()
+        self.starting.clear()
+
+    def run(self, root: Path, units: list[Unit], wanted: Callable[[Unit], bool] | None) -> Iterator[list[Done]]:
+        from collections import deque
+
+        ray = self.ray
+        todo = deque(units)
+        again: deque[list[Unit]] = deque()  # batches whose actor was lost: sent again first
+        tries: Counter[str] = Counter()
+        flight: dict[Any, tuple[Any, list[Unit]]] = {}  # run() ref -> (actor, batch)
+        while todo or again or flight:
+            if self.starting:  # actors up since the last look take batches now (not after the others' results)
+                up, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+                for ref in up:
+                    if ref in self.starting:
+                        self._started(ref)
+            for actor in [a for a, n in self.actors.items() if n < DEPTH]:
+                while self.actors.get(actor, DEPTH) < DEPTH:
+                    batch = again.popleft() if again else self._next(todo, wanted)
+                    if not batch:
+                        break
+                    flight[actor.run.remote([u.to_json() for u in batch], read_inputs(root, batch))] = (actor, batch)
+                    self.actors[actor] += 1
+            if not flight and not again and not todo:
+                break
+            waiting = list(flight) + list(self.starting)
+            done, _ = ray.wait(waiting, num_returns=1, timeout=None if flight else WAIT)
+            if not done:
+                self._check_left(len(todo) + sum(map(len, again)))
+                continue
+            ref = done[0]
+            if ref in self.starting:
+                self._started(ref)
+                continue
+            actor, batch = flight.pop(ref)
+            try:
+                rows = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self._lose(actor)
+                for u in batch:
+                    tries[u.name] += 1
+                    if tries[u.name] > RETRIES:
+                        raise UserError(f"unit {u.name} was lost with its Ray worker {tries[u.name]} times (a "
+                                        "node lost, or the worker killed, e.g. out of memory); what was done is "
+                                        "kept: check `ray status` and the nodes' memory, then rerun") from None
+                again.append(batch)
+                continue
+            except Exception as e:  # noqa: BLE001 - a worker's UserError comes back wrapped by Ray
+                text = _worker_error(e)
+                if text is None:
+                    raise
+                raise UserError(text) from None
+            if actor in self.actors:
+                self.actors[actor] -= 1
+            by_name = {u.name: u for u in batch}
+            finished = [(by_name[r["name"]], from_row(self.kind, r)) for r in rows]
+            finished = [(u, r) for u, r in finished if wanted is None or wanted(u)]
+            self.done_by.update(r["worker"] for r in rows)
+            if finished:
+                yield finished
+
+    def _next(self, todo: Any, wanted: Callable[[Unit], bool] | None) -> list[Unit]:
+        """The next batch from the front of todo: units still wanted (the others dropped), as
+        LocalBackend batches them (up to --batch-size sharing one model call's parameters)."""
+        from .local import _batch
+
+        size = KINDS[self.kind].batch_size(self.settings)
+        head: list[Unit] = []
+        while todo and len(head) < size:
+            unit = todo.popleft()
+            if wanted is None or wanted(unit):
+                head.append(unit)
+        batch = _batch(head, self.settings) if head else []
+        todo.extendleft(reversed(head[len(batch):]))  # the rest wait for the next batch
+        return batch
+
+    def _started(self, ref: Any) -> None:
+        """An actor's ready() answered: its models are loaded (it takes batches), or they cannot be."""
+        actor = self.starting.pop(ref)
+        try:
+            failed = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            self._lose(actor)
+            return
+        if failed:
+            self.close()
+            raise UserError(failed)
+        self.actors[actor] = 0
+
+    def _lose(self, actor: Any) -> None:
+        """An actor died (its node lost, its process killed): another is asked for in its place,
+        which starts wherever the cluster has room (or waits for a node)."""
+        if actor not in self.actors and actor not in self.starting.values():
+            return  # already replaced (its other batch in flight failed first)
+        self.actors.pop(actor, None)
+        self.starting = {r: a for r, a in self.starting.items() if a is not actor}
+        self.lost += 1
+        if self.lost > RETRIES * max(1, self.shape.most):
+            self.close()
+            raise UserError(f"{self.lost} Ray workers were lost in this stage (nodes lost, or workers killed, e.g. "
+                            "out of memory); what was done is kept: check `ray status`, then rerun")
+        say(f"ray: a worker was lost ({self.lost} so far); its units go to the others")
+        self._start()
+
+    def _check_left(self, left: int) -> None:
+        """No actor ready: fail in one line when no live node could ever hold one (else wait: a node
+        may be starting, or an autoscaler adding one)."""
+        need = {"CPU": self.shape.cpus, "GPU": self.shape.gpus}
+        for node in self.ray.nodes():
+            have = node.get("Resources", {})
+            if node.get("Alive") and all(have.get(k, 0) >= v for k, v in need.items() if v):
+                return
+        self.close()
+        what = f"{self.shape.cpus:g} CPU" + (f", {self.shape.gpus:g} GPU" if self.shape.gpus else "")
+        raise UserError(f"no Ray node left that can hold a {self.kind} worker ({what} each); {left} unit(s) not "
+                        "done, what was done is kept: add nodes to the cluster (`ray start --address HEAD:6379`), "
+                        "then rerun")
+
+
+def read_inputs(root: Path, batch: list[Unit]) -> dict[str, bytes]:
+    """A batch's input pictures, as their files' bytes (the actors never open the run folder)."""
+    out: dict[str, bytes] = {}
+    for unit in batch:
+        style = unit.params.get("style_image")  # --style-image: an absolute path, outside the run folder
+        for name in (*unit.inputs, *([style] if style else [])):
+            if name not in out:
+                try:
+                    out[name] = (root / name).read_bytes()
+                except OSError as e:
+                    raise UserError(f"cannot read {root / name} ({e.strerror or e}), an input of {unit.name}; "
+                                    "restore it (or rerun the stage that makes it), then rerun") from None
+    return out
 
 
 @register("ray")
 class RayBackend(Backend):
+    # What the actors run units with (LocalBackend when None); a test sets a fake painter here.
+    inner: type[Backend] | None = None
+
     def __init__(self, models=None) -> None:
         super().__init__(models)
         import_ray()  # a missing extra fails before anything is planned or written
-        self.done_by: Counter[str] = Counter()  # worker -> units it ran (for the summary line)
+        # One pool per (kind, settings) for this backend's life (a command's stage, a telephone chain):
+        # its actors load their models once; they stop when the backend is dropped.
+        self.pools: dict[str, Pool] = {}
+        _BACKENDS.add(self)
+
+    def close(self) -> None:
+        """Stop this backend's pools (their actors and models)."""
+        import contextlib
+
+        pools, self.pools = getattr(self, "pools", {}), {}
+        for pool in pools.values():
+            with contextlib.suppress(Exception):  # Ray may be shut down already: the actors went with it
+                pool.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     @classmethod
     def check_ready(cls, settings: Settings) -> None:
@@ -358,40 +543,42 @@ class RayBackend(Backend):
         limits = {u.name: Painter.token_limit(holder, u.params["prompt"]) for u in units if u.kind == "paint"}
         return {n: cut for n, cut in limits.items() if cut[1]}
 
+    def pool(self, ray: Any, kind: str, settings: Settings, units: int) -> Pool:
+        """This kind's pool: the one already up when the settings its actors load are the same."""
+        job = ray.get_runtime_context().get_job_id()
+        key = json.dumps([job, kind, settings.to_dict()], sort_keys=True, default=str)
+        pool = self.pools.get(key)
+        if pool is None or not pool.size():
+            for old in [k for k in self.pools if json.loads(k)[:2] == [job, kind]]:
+                self.pools.pop(old).close()  # other settings: its models are not these
+            shape = pool_shape(ray, settings, kind, units)
+            free = ray.available_resources()
+            if any(free.get(r, 0) < v for r, v in (("CPU", shape.cpus), ("GPU", shape.gpus)) if v):
+                # The other kinds' pools hold what this one needs (a telephone chain on one GPU: a
+                # captioner and a painter cannot both stay): they go, and start again when needed.
+                for old in list(self.pools):
+                    self.pools.pop(old).close()
+            pool = self.pools[key] = Pool(ray, kind, settings, shape, self.inner)
+        return pool
+
     def execute(self, root: Path, units: list[Unit], settings: Settings,
                 wanted: Callable[[Unit], bool] | None = None) -> Iterator[list[Done]]:
         if not units:
             return
         ray = connect(settings)
-        root = Path(root).resolve()  # the actors find the run folder by the same absolute path
-        check_shared_folder(ray, root)
+        root = Path(root).resolve()
+        if settings.ray.shared_folder:
+            check_shared_folder(ray, root)
         kind = units[0].kind
-        actors, cpus, gpus = pool_shape(ray, settings, len(units))
-        say(f"ray: {len(units)} unit(s) on {actors} actor(s) ({'1 GPU' if gpus else f'{cpus:g} CPU'} each)")
-        by_name = {u.name: u for u in units}
-        size = units[0].spec.batch_size(settings)
-        texts = [json.dumps(u.to_json()) for u in units]
-        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
-        from ray.util import ActorPool
-
-        pool = ActorPool(_actors(ray, settings, kind, actors, cpus, gpus))
-        try:
-            for rows in pool.map_unordered(lambda a, chunk: a.run.remote(chunk, settings, str(root)), chunks):
-                done = []
-                for row in rows:
-                    self.done_by[row["worker"]] += 1
-                    unit = by_name[row["name"]]
-                    if wanted is None or wanted(unit):
-                        done.append((unit, from_row(kind, row)))
-                if done:
-                    yield done
-        except Exception as e:  # noqa: BLE001 - a worker's UserError comes back wrapped by Ray
-            text = _worker_error(e)
-            if text is None:
-                raise
-            raise UserError(text) from None
-        say("ray: " + ", ".join(f"{w} ran {n}" for w, n in sorted(self.done_by.items())))
-        self.done_by.clear()
+        pool = self.pool(ray, kind, settings, len(units))
+        shape = pool.shape
+        count = f"{shape.fewest}-{shape.most}" if shape.fewest != shape.most else f"{shape.most}"
+        each = f"{shape.gpus:g} GPU" if shape.gpus else f"{shape.cpus:g} CPU"
+        say(f"ray: {len(units)} unit(s) on {count} actor(s) ({each} each)")
+        yield from pool.run(root, units, wanted)
+        if pool.done_by:
+            say("ray: " + ", ".join(f"{w} ran {n}" for w, n in sorted(pool.done_by.items())))
+        pool.done_by.clear()
 
 
 def _worker_error(e: BaseException) -> str | None:
