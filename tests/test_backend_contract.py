@@ -191,21 +191,22 @@ def test_replicate_refuses_a_controlnet_in_one_line_before_paying(extracted: Pat
     assert not fake.predictions and snapshot(run.root) == untouched  # not even the captions were paid
 
 
-def test_ray_keeps_one_pool_of_actors_for_the_command(extracted: Path, tmp_path: Path, ray_instance) -> None:
-    """A telephone chain's steps alternate caption and paint units, one at a time: the same actor runs
-    them all (its models loaded once), until the command ends."""
+def test_ray_keeps_its_pool_for_a_chain(extracted: Path, tmp_path: Path, ray_instance) -> None:
+    """A telephone chain's steps are one unit per call on one engine: the same actor runs them all
+    (its models loaded once), until the command ends."""
     from video2dream import pipeline, report
-    from video2dream.backends import ray as ray_backend
 
     run = copy(extracted, tmp_path)
     settings = tiny(run, "ray")
+    interrogate.interrogate(run, settings)
     events = report.CollectingReporter()
+    engine = Engine(run, settings, "ray")
     with report.using(events):
-        interrogate.interrogate(run, settings, backend="ray")
         for name in ("000001.png", "000002.png"):  # one unit per call, as a chain's steps
             units, _ = generate.plan_units(run, settings, force=True, backend="ray")
-            Engine(run, settings, "ray").results([u for u in units if u.name == name])
-    workers = {m.split(" ran ")[0] for m in events.messages if " ran " in m}
-    assert len(workers) == 1 and len(ray_backend._POOL["actors"]) == 1, events.messages
+            engine.results([u for u in units if u.name == name])
+    ran = [m.split(" ran ")[0] for m in events.messages if " ran " in m]
+    assert len(ran) == 2 and len(set(ran)) == 1, events.messages
+    assert list(engine.backend.pools)  # kept between the calls
     pipeline._end_of_command()  # what the outermost library call does when it ends
-    assert ray_backend._POOL["actors"] == []
+    assert engine.backend.pools == {}
