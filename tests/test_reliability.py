@@ -259,7 +259,7 @@ def test_interrupted_extract_and_assemble_stop_their_ffmpeg_and_keep_what_was_th
     code, err, _, _ = _interrupt(proc, lambda: any(len(list(p.glob("*.png"))) > 3
                                                    for p in run.glob(f".video2dream/tmp/frames{TMP_MARK}*")), sig)
     assert code == 130, err
-    assert "Resume with: video2dream extract" in err and "Traceback" not in err
+    assert "-m video2dream extract" in err.split("Resume with: ")[1] and "Traceback" not in err
     assert work(run) == keep  # the old frames intact
     assert not leftovers(run)
 
@@ -267,7 +267,8 @@ def test_interrupted_extract_and_assemble_stop_their_ffmpeg_and_keep_what_was_th
                  "--audio", "none")
     code, err, _, _ = _interrupt(proc, lambda: any(run.glob(f".video2dream/tmp/dream{TMP_MARK}*.mp4")), sig)
     assert code == 130, err
-    assert f"Resume with: video2dream assemble {shlex.quote(str(run))}" in err and "Traceback" not in err
+    hint = err.split("Resume with: ")[1]
+    assert f"-m video2dream assemble {shlex.quote(str(run))}" in hint and "Traceback" not in err
     assert work(run) == keep
     assert not leftovers(run)
 
@@ -300,7 +301,7 @@ def test_interrupted_model_stages_stop_at_the_next_unit(reference: Reference, tm
     code, err, before, after = _interrupt(proc, ready, sig, count)
     assert code == 130, err
     assert before <= after <= before + in_flight, (before, after)
-    assert f"Resume with: video2dream {command} {shlex.quote(str(run))}" in err
+    assert f"-m video2dream {command} {shlex.quote(str(run))}" in err.split("Resume with: ")[1]  # as it was started
     assert not leftovers(run)
 
 
