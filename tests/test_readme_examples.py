@@ -1,4 +1,4 @@
-"""Every command in the README's bash blocks runs as written, on the tiny preset.
+"""Every command in the bash blocks of the README and the guide (docs/) runs as written, on the tiny preset.
 
 Each block is played in a fresh folder holding the files the README names (clip.mp4, song.wav,
 cover.jpg, covers/), like a reader trying it out. The real models cannot be downloaded here, so the
@@ -21,15 +21,22 @@ from video2dream.settings import resolve
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
+# The README and the guide's pages (docs/*.md): every command they show is run (the generated
+# references in docs/reference/ show no commands).
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_blocks() -> list[list[list[str]]]:
-    """The `video2dream ...` commands of each bash block of the README, comments cut off."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        lines = block.replace("\\\n", " ").splitlines()  # a command continued with a backslash
-        commands = [shlex.split(line, comments=True) for line in lines if line.strip().startswith("video2dream ")]
-        if commands:
-            blocks.append(commands)
+    """The `video2dream ...` commands of each bash block of the README and the guide, comments cut
+    off; a block that repeats an earlier one word for word is run once."""
+    blocks: list[list[list[str]]] = []
+    for page in PAGES:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            lines = block.replace("\\\n", " ").splitlines()  # a command continued with a backslash
+            commands = [shlex.split(line, comments=True) for line in lines
+                        if line.strip().startswith("video2dream ")]
+            if commands and commands not in blocks:
+                blocks.append(commands)
     return blocks
 
 
