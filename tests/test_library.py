@@ -71,7 +71,8 @@ def test_a_library_call_takes_the_lock_and_reports_events(captioned: Path, tmp_p
     events = CollectingReporter()
     pipeline.do_generate(run, settings, reporter=events)
     kinds = [e.kind for e in events.events if e.kind != "say"]
-    assert kinds == ["stage", "unit_done", "unit_done", "finished"]
+    assert kinds == ["stage", "unit_done", "unit_done", "finished", "timing"]  # timing: the whole call's
+    assert events.of("timing")[0].stage == "generate" and events.of("timing")[0].total == 2
     assert events.of("stage")[0].stage == "generate" and events.of("stage")[0].total == 2
     assert sorted(e.name for e in events.of("unit_done")) == ["000001.png", "000002.png"]
     assert events.of("finished")[0].total == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,6 +65,20 @@ def library_call(fn: F) -> F:
     return call  # type: ignore[return-value]
 
 
+_times: list[report.StageTime] | None = None  # while `run` runs: its stages' times, for its table
+
+
+def _took(stage: str, start: float, made: int, unit: str, rated: bool = True) -> str:
+    """A stage command's wall time since start (time.monotonic() on entry: its whole call, model
+    loading included), reported as a timing event and kept for `run`'s table; in words for its
+    summary line: '2 min 31 s, 0.08 dream/s'."""
+    took = report.StageTime(stage, time.monotonic() - start, made, unit, rated)
+    report.current().timing(took)
+    if _times is not None:
+        _times.append(took)
+    return took.words()
+
+
 def _saver(run: RunFolder, settings: Settings) -> Callable[[], None]:
     """Save the resolved settings once a stage is about to write (never on a failed start)."""
     def save() -> None:
@@ -80,10 +95,12 @@ def do_extract(run: RunFolder, settings: Settings, video: str | Path, force: boo
                allow_damaged: bool = False) -> None:
     from .stages.extract import extract
 
+    start = time.monotonic()
     r = extract(run, video, settings, force=force, on_ready=_saver(run, settings), allow_damaged=allow_damaged)
     where = run.frames_dir
-    say(f"extract: up to date, {r.frames} frames in {where}" if r.skipped
-        else f"extract: {r.frames} frames ({r.width}x{r.height}) in {where}")
+    took = _took("extract", start, 0 if r.skipped else r.frames, "frame")
+    say(f"extract: up to date, {r.frames} frames in {where} ({took})" if r.skipped
+        else f"extract: {r.frames} frames ({r.width}x{r.height}) in {where} ({took})")
 
 
 def check_backend(settings: Settings) -> None:
@@ -110,12 +127,14 @@ def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> N
     from .models.devices import free_memory
     from .stages.interrogate import interrogate
 
+    start = time.monotonic()
     check_backend(settings)
     _check_paths(settings, "interrogate")
     r = interrogate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
+    took = _took("interrogate", start, len(r.done), "caption")
     say(f"interrogate: {len(r.done)} row(s) written, {r.up_to_date} up to date, "
-        f"{len(r.kept_edited)} hand-edited kept -> {run.prompts_csv}")
+        f"{len(r.kept_edited)} hand-edited kept -> {run.prompts_csv} ({took})")
 
 
 @library_call
@@ -123,12 +142,14 @@ def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None
     from .models.devices import free_memory
     from .stages.generate import generate
 
+    start = time.monotonic()
     check_backend(settings)
     _check_paths(settings, "generate")
     r = generate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
+    took = _took("generate", start, len(r.painted), "dream")
     say(f"generate: {len(r.painted)} dream(s) painted at {r.width}x{r.height}, "
-        f"{r.up_to_date} up to date -> {run.dreams_dir}")
+        f"{r.up_to_date} up to date -> {run.dreams_dir} ({took})")
 
 
 @library_call
@@ -136,11 +157,14 @@ def do_variants(run: RunFolder, settings: Settings, count: int, rows: str | None
     from .models.devices import free_memory
     from .stages.variants import generate_variants, variants_dir
 
+    start = time.monotonic()
     r = generate_variants(run, settings, count, rows, force=force, on_ready=_saver(run, settings),
                           backend=settings.backend)
     free_memory()
+    took = _took("variants", start, len(r.painted), "candidate")
     say(f"generate: {len(r.painted)} candidate(s) painted, {r.up_to_date} up to date ({count} for each of "
-        f"{r.frames} frame(s)) -> {variants_dir(run)}; make one a dream with `video2dream pick {run.root} FRAME N`")
+        f"{r.frames} frame(s)) -> {variants_dir(run)} ({took}); make one a dream with "
+        f"`video2dream pick {run.root} FRAME N`")
 
 
 @library_call
@@ -157,13 +181,15 @@ def do_morph(run: RunFolder, settings: Settings, force: bool = False) -> None:
     from .models.devices import free_memory
     from .stages.morph import morph
 
+    start = time.monotonic()
     check_backend(settings)
     _check_paths(settings, "generate")
     r = morph(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
     free_memory()
     cuts = f", {r.cuts} hard cut(s)" if r.cuts else ""
+    took = _took("morph", start, len(r.painted), "in-between")
     say(f"morph: {len(r.painted)} in-between(s) painted, {r.up_to_date} up to date "
-        f"({r.gaps} gaps{cuts}, {r.pacing} pacing) -> {run.morphs_dir}")
+        f"({r.gaps} gaps{cuts}, {r.pacing} pacing) -> {run.morphs_dir} ({took})")
 
 
 @library_call
@@ -173,9 +199,11 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
     strict: refuse stale dreams rather than warn."""
     from .stages.assemble import assemble, assemble_grid, round_folder
 
+    start = time.monotonic()
     if grid:  # telephone rounds side by side
         r = assemble_grid(run, settings, force=force, on_ready=_saver(run, settings), strict=strict)
-        say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output} ({r.duration:.2f} s)")
+        took = _took("assemble", start, 0 if r.skipped else 1, "video", rated=False)
+        say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output} ({r.duration:.2f} s; took {took})")
         return
     if round is not None:  # one telephone round: --round K is --from dreams_rKK
         settings = replace_section(settings, "assemble", source=round_folder(round))
@@ -191,8 +219,9 @@ def do_assemble(run: RunFolder, settings: Settings, force: bool = False, round: 
         settings = replace_section(settings, "assemble", audio=mended[1])
     r = assemble(run, settings, force=force, on_ready=_saver(run, settings), strict=strict)
     extra = f" and {r.side_by_side}" if r.side_by_side else ""
+    took = _took("assemble", start, 0 if r.skipped else 1, "video", rated=False)
     say(f"assemble: {'up to date' if r.skipped else 'wrote'} {r.output}{extra} "
-        f"({r.duration:.2f} s, {r.sound})")
+        f"({r.duration:.2f} s, {r.sound}; took {took})")
 
 
 @library_call
@@ -293,16 +322,23 @@ def _check_paths(settings: Settings, stage: str) -> None:
 @library_call
 def do_run(run: RunFolder, settings: Settings, video: str | Path, force: bool = False,
            allow_damaged: bool = False) -> None:
-    _check_before_saving(settings)  # before extract writes anything (and saves the settings)
-    check_backend(settings)  # no frames, no settings.yaml for a run that cannot reach its backend
-    # each looked up when called (scripts/bench_run.py wraps them)
-    do_extract(run, settings, video, force=force, allow_damaged=allow_damaged)
-    _before_remote_run(run, settings, force)
-    do_interrogate(run, settings, force=force)
-    do_generate(run, settings, force=force)
-    if settings.assemble.transition == "morph":  # the in-betweens the video shows
-        do_morph(run, settings, force=force)
-    do_assemble(run, settings, force=force)
+    global _times
+    start, _times = time.monotonic(), []
+    try:
+        _check_before_saving(settings)  # before extract writes anything (and saves the settings)
+        check_backend(settings)  # no frames, no settings.yaml for a run that cannot reach its backend
+        # each looked up when called (scripts/bench_run.py wraps them)
+        do_extract(run, settings, video, force=force, allow_damaged=allow_damaged)
+        _before_remote_run(run, settings, force)
+        do_interrogate(run, settings, force=force)
+        do_generate(run, settings, force=force)
+        if settings.assemble.transition == "morph":  # the in-betweens the video shows
+            do_morph(run, settings, force=force)
+        do_assemble(run, settings, force=force)
+        rows = _times
+    finally:
+        _times = None
+    report.current().times(rows, time.monotonic() - start)  # each stage's time, and the whole command's
 
 
 def _before_remote_run(run: RunFolder, settings: Settings, force: bool) -> None:
