@@ -157,10 +157,10 @@ def test_node_lost_mid_run_loses_nothing_and_repeats_no_committed_unit(cluster, 
     assert len(ran) == UNITS + len(set(again)) and len(ran) <= UNITS + 2 * 2  # at most its batches in flight
 
 
-def test_a_second_kind_that_does_not_fit_beside_the_first_replaces_it(cluster, base: Path) -> None:
+def test_a_second_kind_that_does_not_fit_beside_the_first_shares_its_pool(cluster, base: Path) -> None:
     """One backend (a telephone chain's) keeps a pool per kind; when the cluster cannot hold the next
-    kind's actors beside the first's (here both CPUs are taken), the first pool goes instead of the
-    command waiting forever."""
+    kind's actors beside the first's (here both CPUs are taken), the first pool's actors serve that
+    kind too (their models stay loaded) instead of the command waiting forever."""
     import threading
 
     from video2dream.units import Unit
@@ -177,7 +177,8 @@ def test_a_second_kind_that_does_not_fit_beside_the_first_replaces_it(cluster, b
     worker.start()
     worker.join(timeout=300)  # a hang detector, not a speed limit
     assert got == [3]
-    assert [json.loads(k)[1] for k in backend.pools] == ["morph"]
+    assert sorted(json.loads(k)[1] for k in backend.pools) == ["morph", "paint"]
+    assert len({id(p) for p in backend.pools.values()}) == 1  # one pool, both kinds
 
 
 def test_no_node_left_fails_in_one_line(cluster, base: Path) -> None:

@@ -404,7 +404,7 @@ class Pool:
             if actor in self.actors:
                 self.actors[actor] -= 1
             by_name = {u.name: u for u in batch}
-            finished = [(by_name[r["name"]], from_row(self.kind, r)) for r in rows]
+            finished = [(by_name[r["name"]], from_row(by_name[r["name"]].kind, r)) for r in rows]
             finished = [(u, r) for u, r in finished if wanted is None or wanted(u)]
             self.done_by.update(r["worker"] for r in rows)
             if finished:
@@ -415,7 +415,7 @@ class Pool:
         LocalBackend batches them (up to --batch-size sharing one model call's parameters)."""
         from .local import _batch
 
-        size = KINDS[self.kind].batch_size(self.settings)
+        size = KINDS[todo[0].kind].batch_size(self.settings) if todo else 1
         head: list[Unit] = []
         while todo and len(head) < size:
             unit = todo.popleft()
@@ -554,8 +554,14 @@ class RayBackend(Backend):
             shape = pool_shape(ray, settings, kind, units)
             free = ray.available_resources()
             if any(free.get(r, 0) < v for r, v in (("CPU", shape.cpus), ("GPU", shape.gpus)) if v):
-                # The other kinds' pools hold what this one needs (a telephone chain on one GPU: a
-                # captioner and a painter cannot both stay): they go, and start again when needed.
+                # The other kinds' pools hold what this one needs (a telephone chain on one GPU or on
+                # CPUs: a captioner and a painter cannot both stay). A pool up with the same settings
+                # serves this kind too: its actors load this kind's models beside their own, once.
+                same = [p for k, p in self.pools.items() if json.loads(k)[::2] == [job, settings.to_dict()]
+                        and p.size()]
+                if same:
+                    self.pools[key] = same[0]
+                    return same[0]
                 for old in list(self.pools):
                     self.pools.pop(old).close()
             pool = self.pools[key] = Pool(ray, kind, settings, shape, self.inner)
