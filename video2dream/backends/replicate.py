@@ -203,13 +203,16 @@ class ReplicateBackend(Backend):
     # what it would drop, and what to do instead
     drop_hints = {"generate.lora": "give a fine-tuned model on Replicate as {replicate.paint_model}, or none",
                   "generate.controlnet": "Replicate's SDXL takes no ControlNet: give none",
-                  "generate.prompt_weighting": "Replicate's SDXL reads plain prompts: give none"}
+                  "generate.prompt_weighting": "Replicate's SDXL reads plain prompts: give none",
+                  "generate.scheduler": "the model on Replicate runs its own scheduler: give none (or default)",
+                  "generate.vae": "the model on Replicate decodes with its own VAE: give none",
+                  "generate.preview_vae": "the model on Replicate decodes with its own VAE: give none"}
 
     @classmethod
     def honours(cls, kind: str, settings: Settings) -> frozenset[str]:
         """SDXL on Replicate paints with its refiner as an ensemble of experts (refine,
-        high_noise_frac); no LoRA file, ControlNet or A1111 weighting. FILM interpolates the dreams
-        as they were painted: the paint options do not apply to it."""
+        high_noise_frac); no LoRA file, ControlNet, A1111 weighting, scheduler or VAE of one's own.
+        FILM interpolates the dreams as they were painted: the paint options do not apply to it."""
         from ..units import KINDS
 
         if kind == "paint":
