@@ -256,8 +256,9 @@ class ReplicateBackend(Backend):
         later += later_gaps
         if limit is not None and new + later > limit:
             raise UserError(f"this command would create {'up to ' if later else ''}{new + later} prediction(s) on "
-                            f"Replicate, more than --max-predictions {limit}; nothing was created: raise the "
-                            "limit, or run fewer frames (--fps, --start, --end)")
+                            f"Replicate, more than {{replicate.max_predictions}} {limit}; nothing was created: "
+                            "raise the limit, or run fewer frames (--fps, --start, --end)",
+                            paths=("replicate.max_predictions",))
         if later:
             ReplicateBackend._told[root] = named
 
@@ -532,8 +533,9 @@ class ReplicateBackend(Backend):
         limit = settings.replicate.max_predictions
         with self._lock:  # a collected prediction that could not be used is paid for again: keep the limit
             if limit is not None and self._created >= limit:
-                raise UserError(f"--max-predictions {limit} reached (earlier predictions could not be collected); "
-                                "finished frames are kept: raise the limit and run the command again")
+                raise UserError(f"{{replicate.max_predictions}} {limit} reached (earlier predictions could not be "
+                                "collected); finished frames are kept: raise the limit and run the command again",
+                                paths=("replicate.max_predictions",))
             self._created += 1
 
     def _create(self, client: Any, ref: str, inputs: dict[str, Any]) -> Any:
@@ -811,16 +813,16 @@ def _client_module() -> Any:
     try:
         import replicate
     except ImportError:
-        raise UserError("--backend replicate needs the replicate client: pip install 'video2dream[replicate]'"
-                        ) from None
+        raise UserError("{backend} replicate needs the replicate client: pip install 'video2dream[replicate]'",
+                        paths=("backend",)) from None
     return replicate
 
 
 def _token() -> str:
     token = os.environ.get("REPLICATE_API_TOKEN", "").strip()
     if not token:
-        raise UserError(f"--backend replicate needs an API token in REPLICATE_API_TOKEN: make one at {TOKEN_PAGE}, "
-                        "then `export REPLICATE_API_TOKEN=r8_...`")
+        raise UserError(f"{{backend}} replicate needs an API token in REPLICATE_API_TOKEN: make one at {TOKEN_PAGE}, "
+                        "then `export REPLICATE_API_TOKEN=r8_...`", paths=("backend",))
     return token
 
 
