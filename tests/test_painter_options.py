@@ -203,6 +203,7 @@ def test_missing_models_offline_are_one_line(plain: Path, tmp_path: Path, capsys
     assert snapshot(run) == before
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_the_telephone_paints_with_the_options(tmp_path: Path) -> None:
     square().save(tmp_path / "in.png")
     out = tmp_path / "chain"

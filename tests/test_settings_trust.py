@@ -259,6 +259,7 @@ def test_every_remembered_option_has_a_way_back() -> None:
     assert vae.generate.vae is None
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_strength_0_goes_back_to_text_to_image(
     base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
