@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from video2dream.settings import ReplicateSettings
+from video2dream.backends.replicate import ReplicateSettings
 
 CAPTION_REF = ReplicateSettings().caption_model
 PAINT_REF = ReplicateSettings().paint_model

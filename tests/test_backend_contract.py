@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow  # tiny models, a Ray instance, a fake server
 BACKENDS = ["local", "ray", "replicate"]
 # A value that turns each optional paint setting on (what a backend may not honour).
 ON = {"generate.refiner": "tiny:sdxl-refiner", "generate.controlnet": "canny",
-      "generate.prompt_weighting": "a1111", "generate.lora": "style.safetensors"}
+      "generate.prompt_weighting": "a1111", "generate.lora": "style.safetensors",
+      "generate.scheduler": "EulerDiscreteScheduler", "generate.vae": "madebyollin/sdxl-vae-fp16-fix",
+      "generate.preview_vae": "madebyollin/taesdxl"}
 
 
 @pytest.fixture(scope="module")
@@ -178,16 +180,19 @@ def test_replicate_sends_the_refiner_as_its_sdxl_takes_it(extracted: Path, tmp_p
     assert all(p["refine"] == "expert_ensemble_refiner" and p["high_noise_frac"] == 0.7 for p in paints)
 
 
-def test_replicate_refuses_a_controlnet_in_one_line_before_paying(extracted: Path, tmp_path: Path, server,
-                                                                 monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+@pytest.mark.parametrize("flag", [("--controlnet", "canny"), ("--scheduler", "Euler a"),
+                                  ("--vae", "madebyollin/sdxl-vae-fp16-fix"), ("--preview-vae", "madebyollin/taesdxl")])
+def test_replicate_refuses_what_it_would_drop_in_one_line_before_paying(
+        flag: tuple[str, str], extracted: Path, tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch,
+        capsys) -> None:
     from conftest import one_line_error
     from test_replicate_backend import point_client_at
 
     fake = point_client_at(server, monkeypatch)
     run = copy(extracted, tmp_path)
     untouched = snapshot(run.root)
-    code = cli("run", extracted.parent / "clip.mp4", "-o", run.root, "--backend", "replicate", "--controlnet", "canny")
-    one_line_error(code, capsys.readouterr().err, "--controlnet", "replicate")
+    code = cli("run", extracted.parent / "clip.mp4", "-o", run.root, "--backend", "replicate", *flag)
+    one_line_error(code, capsys.readouterr().err, flag[0], "replicate")
     assert not fake.predictions and snapshot(run.root) == untouched  # not even the captions were paid
 
 

@@ -400,11 +400,12 @@ def test_native_rate_takes_every_frame_once(tmp_path: Path) -> None:
     "name, args, first, count",
     [
         # Matroska: the picture starts at 0.033 s and timestamps are whole milliseconds.
-        ("milk.mkv", ["--fps", "30"], 0, 51),
-        ("milk.mkv", ["--fps", "30", "--start", "1.0"], 30, 21),
+        pytest.param("milk.mkv", ["--fps", "30"], 0, 51, marks=pytest.mark.slow),  # heavy: CI runs it
+        pytest.param("milk.mkv", ["--fps", "30", "--start", "1.0"], 30, 21, marks=pytest.mark.slow),
         ("in1.mp4", ["--fps", str(30000 / 1001)], 0, 209),  # NTSC rate
         ("in1.mp4", ["--fps", str(30000 / 1001), "--start", "3.0"], 89, 120),
-        ("car-detection.mp4", ["--fps", "12.5", "--start", "20", "--end", "22"], 250, 25),
+        pytest.param("car-detection.mp4", ["--fps", "12.5", "--start", "20", "--end", "22"], 250, 25,
+                     marks=pytest.mark.slow),
     ],
 )
 def test_samples_at_their_own_rate(samples: Path, tmp_path: Path, name: str, args: list[str],

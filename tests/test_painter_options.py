@@ -190,6 +190,7 @@ def test_the_control_image_follows_the_frame() -> None:
     assert control_module("depth:tiny:x") == ("depth", "tiny:x") and control_module("a/b") == ("canny", "a/b")
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_missing_models_offline_are_one_line(plain: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     shutil.copytree(plain, run)
@@ -203,6 +204,7 @@ def test_missing_models_offline_are_one_line(plain: Path, tmp_path: Path, capsys
     assert snapshot(run) == before
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_the_telephone_paints_with_the_options(tmp_path: Path) -> None:
     square().save(tmp_path / "in.png")
     out = tmp_path / "chain"

@@ -36,6 +36,7 @@ def saved(run: Path) -> dict:
 # -- presets -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # builds and installs a wheel: heavy for the quick suite (-m "not slow"): CI runs it
 def test_a_wheel_holds_every_preset_and_finds_them_installed(clip: Path, tmp_path: Path) -> None:
     """Built from a copy of the sources (no build/ of an earlier build can help), installed into a
     folder of its own, run from a third: `--preset tiny` must come from inside the wheel."""

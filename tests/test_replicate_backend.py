@@ -114,6 +114,7 @@ def journal_lines(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_whole_run_on_replicate(fake, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     assert cli("run", clip, "-o", run, "--preset", "tiny", *REMOTE) == 0
@@ -151,6 +152,7 @@ def _until_journaled(proc: subprocess.Popen, run: Path, kind: str, count: int) -
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_kill_in_flight_then_rerun_collects(fake, captioned: Path, tmp_path: Path) -> None:
     run = copy(captioned, tmp_path)
     fake.hold = True  # predictions stay "processing": the command is killed while it waits on them
@@ -166,6 +168,7 @@ def test_kill_in_flight_then_rerun_collects(fake, captioned: Path, tmp_path: Pat
     assert len({e["id"] for e in journal(run) if e["kind"] == "paint"}) == 3
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_ctrl_c_leaves_predictions_journaled(fake, extracted: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     """Ctrl-C does not cancel: what is in flight is paid for anyway; the next command collects it.
@@ -370,6 +373,7 @@ def test_inbetweens_one_prediction_per_gap(fake, dreamed: Path, tmp_path: Path, 
     assert len(mo.plan_units(folder, other)[0]) == 6  # another model version: made again
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_inbetweens_killed_then_rerun_never_predict_a_gap_twice(fake, dreamed: Path, tmp_path: Path) -> None:
     """One in-between a gap: FILM's midpoint (a PNG). Killed while both gaps are in flight, the rerun
     collects them by id."""
@@ -440,6 +444,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 @pytest.mark.parametrize("command, name, kind", [("generate", "000001.png", "paint"),
                                                  ("morph", "000001-000002_01.png", "morph")])
 def test_kill_between_hand_off_and_rename_collects_again(fake, captioned: Path, dreamed: Path, tmp_path: Path,
@@ -483,6 +488,7 @@ def test_create_answered_with_an_error_after_it_was_made_is_looked_up(fake, capt
     assert len({e["id"] for e in journal(run) if e["kind"] == "paint"}) == 3
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_rerun_looks_for_the_creates_a_kill_cut_off(fake, captioned: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     """Killed while the creates' answers are on their way (the server made the predictions): the

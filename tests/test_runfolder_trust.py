@@ -123,6 +123,7 @@ class FlatBackend(Backend):
                 yield [(u, Painted(Image.new("RGB", size, (40 * i % 256, 90, 160)), "flat", "flat"))]
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_user_files_survive_every_command(clips: tuple[Path, Path], tmp_path: Path) -> None:
     """Names a user may choose (temporary-like, non-ASCII digits, files in frames/ and dreams/) are
     never claimed: not by a first extract into their folder, --force, generate or assemble."""

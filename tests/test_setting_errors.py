@@ -147,3 +147,23 @@ def test_model_errors_name_the_setting_too() -> None:
     with pytest.raises(SettingError) as caught:
         pick_dtype("fp8", None)  # type: ignore[arg-type]
     assert caught.value.path == "dtype" and str(caught.value).startswith("dtype 'fp8' is unknown")
+
+
+def test_a_user_error_names_its_settings_by_path_and_the_cli_by_its_flags() -> None:
+    e = UserError("{morph.pacing} audio needs a soundtrack; give one with {assemble.audio} FILE, see {a.b}",
+                  paths=("morph.pacing", "assemble.audio"))
+    assert str(e) == "morph.pacing audio needs a soundtrack; give one with assemble.audio FILE, see {a.b}"
+    assert e.render({"morph.pacing": "--pacing"}) == (
+        "--pacing audio needs a soundtrack; give one with setting assemble.audio FILE, see {a.b}")
+    plain = UserError("a file {named.like.this}.png")  # no paths: braces are the message's own
+    assert str(plain) == plain.render({"named.like.this": "--x"}) == "a file {named.like.this}.png"
+
+
+def test_a_library_error_is_shown_with_the_commands_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import make_clip
+
+    silent = make_clip(tmp_path / "silent.mp4", "testsrc2=size=32x32:rate=5:duration=1")
+    line = error_line(capsys, "extract", silent, "-o", tmp_path / "out", "--at", "beats")
+    assert line == f"{silent} has no sound, so --at beats has no beats to follow; use --at seconds, or give a video " \
+                   "with a soundtrack"
+    assert not (tmp_path / "out").exists()

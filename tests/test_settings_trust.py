@@ -156,6 +156,7 @@ def test_a_very_wide_or_tall_input_is_painted_at_4_to_1_at_most(size: tuple[int,
 
 # -- 2. the resume hint resumes what was asked -------------------------------------------------------
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_the_resume_hint_repeats_the_flags(
     base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,6 +260,7 @@ def test_every_remembered_option_has_a_way_back() -> None:
     assert vae.generate.vae is None
 
 
+@pytest.mark.slow  # heavy for the quick suite (-m "not slow"): CI runs it
 def test_strength_0_goes_back_to_text_to_image(
     base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import Interrupted, SettingError, UserError, debug_enabled
+from .errors import Interrupted, UserError, debug_enabled
 from .progress import say
 from .runfolder import RunFolder
 from .settings import CHOICES, RANGES, Settings, preset_names, resolve, workers_value
@@ -577,7 +577,7 @@ def _guarded(body: Callable[[], int], args: argparse.Namespace) -> int:
     except UserError as e:
         if debug_enabled():
             raise
-        text = e.render(getattr(args, "flags", {})) if isinstance(e, SettingError) else str(e)
+        text = e.render(getattr(args, "flags", {}))
         print(f"video2dream: error: {text}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence for a friendly CLI

@@ -32,7 +32,29 @@ def short_path(path: object, limit: int = 200) -> str:
 
 
 class UserError(Exception):
-    """Something the user can fix; the message says what is wrong and what to do."""
+    """Something the user can fix; the message says what is wrong and what to do.
+
+    The message may name settings as {section.name} placeholders, those listed in paths (only those:
+    a message quoting a file name with braces stays as it is). str(e) names them by path, the
+    library's words; a command line renders them as its own flags (render(flags)), or as
+    `setting PATH` when the command has none for it."""
+
+    def __init__(self, message: str = "", *, paths: tuple[str, ...] = ()) -> None:
+        self.message = message
+        self.paths = tuple(paths)
+        super().__init__(self.render())
+
+    def render(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message: settings by path (flags None), or by this command's flags."""
+        if not self.paths:
+            return self.message
+        return re.sub(r"\{([\w.]+)\}", lambda m: _named(m[1], flags) if m[1] in self.paths else m[0], self.message)
+
+
+def _named(path: str, flags: Mapping[str, str] | None) -> str:
+    if flags is None:
+        return path
+    return flags.get(path) or f"setting {path}"
 
 
 class Interrupted(BaseException):
@@ -57,7 +79,7 @@ class SettingError(UserError):
         self.problem = problem
         self.hint = hint
         self.origin = origin
-        super().__init__(self.render())
+        Exception.__init__(self, self.render())
 
     def render(self, flags: Mapping[str, str] | None = None) -> str:
         """The message. flags None: settings by path (the library's words). flags a mapping of path ->

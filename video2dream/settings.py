@@ -191,24 +191,6 @@ class TelephoneSettings:
 
 
 @dataclass
-class ReplicateSettings:
-    """--backend replicate: the models it runs on Replicate's service (OWNER/NAME:VERSION, or OWNER/NAME
-    for an official model), and how it waits on them. The models are hashed into each unit's key by the
-    backend itself (backends/replicate.py, key_part), only when it is the backend: PER_UNIT."""
-
-    caption_model: str = setting(  # a CLIP Interrogator: image, mode, clip_model_name -> text
-        "pharmapsychotic/clip-interrogator:8151e1c9f47e696fa316146a2e35812ccf79cfc9eba05b11c7f450155102af70",
-        PER_UNIT)
-    paint_model: str = setting(  # SDXL: prompt, negative_prompt, width, height, seed, image, ... -> [url]
-        "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b", PER_UNIT)
-    morph_model: str = setting(  # FILM: frame1, frame2, times_to_interpolate -> a PNG (1) or an mp4 (2^n + 1 frames)
-        "google-research/frame-interpolation:4f88a16a13673a8b589c18866e540556170a5bcb2ccdc12de556e800e9456d3d",
-        PER_UNIT)
-    timeout: float = setting(600.0, SPEED)  # seconds one prediction may take before it is canceled
-    max_predictions: int | None = setting(None, PER_CALL)  # refuse a command that would create more
-
-
-@dataclass
 class RaySettings:
     """--backend ray: what each kind's actor asks of a node (how fast, on what: never what is made).
     A captioner (BLIP + CLIP, a few GB) shares a GPU; an SDXL painter wants one of its own."""
@@ -235,14 +217,52 @@ class Settings:
     assemble: AssembleSettings = field(default_factory=AssembleSettings)
     morph: MorphSettings = field(default_factory=MorphSettings)
     telephone: TelephoneSettings = field(default_factory=TelephoneSettings)
-    replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
     ray: RaySettings = field(default_factory=RaySettings)
+    # and a field per registered section (register_section: a backend's own, such as replicate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-SECTIONS = ("extract", "interrogate", "generate", "assemble", "morph", "telephone", "replicate", "ray")
+# The sections, in the order saved: the core's, then those registered (a list: registering appends).
+SECTIONS: list[str] = ["extract", "interrogate", "generate", "assemble", "morph", "telephone", "ray"]
+# Checks of registered sections, run by validate after RANGES: fn(settings, origins).
+SECTION_CHECKS: list[Callable[[Settings, dict[str, str] | None], None]] = []
+
+
+def register_section(name: str, cls: type, *, ranges: Sequence[tuple[str, Callable[[Any], bool], str]] = (),
+                     choices: dict[str, tuple[str, ...]] | None = None,
+                     check: Callable[[Settings, dict[str, str] | None], None] | None = None) -> None:
+    """Add a section of settings (`name: {...}` in a config file, `settings.NAME` in code) without editing
+    this module: a backend registers its own at import. cls is a dataclass whose fields are setting()s;
+    ranges (full paths), choices and check are validated like the core's. Registering the same class
+    again does nothing. Settings made before a section is registered lack it: register at import."""
+    known = Settings.__dataclass_fields__.get(name)
+    if known is not None:
+        if name in SECTIONS and known.default_factory is cls:
+            return
+        raise ValueError(f"setting section {name!r} is already taken")
+    if not name.isidentifier() or name in ("name", "description"):
+        raise ValueError(f"{name!r} cannot name a setting section")
+    for f in fields(cls):
+        role_of(f)  # each setting declares its role
+    # Rebuild the dataclass with one more field: every copy (dataclasses.replace), comparison,
+    # asdict and fields() then knows the section like a core one.
+    for f in fields(Settings):
+        setattr(Settings, f.name, f)
+    Settings.__annotations__[name] = cls.__name__
+    setattr(Settings, name, field(default_factory=cls))
+    for attr in ("__init__", "__repr__", "__eq__", "__match_args__"):
+        if attr in Settings.__dict__:
+            delattr(Settings, attr)
+    dataclass(Settings)
+    SECTIONS.append(name)
+    RANGES.extend(ranges)
+    CHOICES.update(choices or {})
+    if check is not None:
+        SECTION_CHECKS.append(check)
+
+
 TOP_LEVEL = ("device", "dtype", "backend", "workers", "ray_address")
 
 
@@ -384,11 +404,14 @@ def _keep_caption_range(settings: Settings, origins: dict[str, str]) -> None:
             i.min_length = i.max_length
 
 
-def _check(ok: bool, path: str, problem: str, hint: str = "", *, also: tuple[str, ...] = (),
+def check_setting(ok: bool, path: str, problem: str, hint: str = "", *, also: tuple[str, ...] = (),
            origins: dict[str, str] | None = None) -> None:
     """Raise a SettingError about path unless ok; problem and hint name other settings as {path}."""
     if not ok:
         raise SettingError(path, problem, hint, also=also, origin=(origins or {}).get(path))
+
+
+_check = check_setting
 
 
 # Bounds that keep a value from hanging or breaking every later command on the folder (settings
@@ -419,9 +442,14 @@ def _items(s: Settings) -> Iterator[tuple[str, str, Any]]:
         if f.name in SECTIONS:
             section = getattr(s, f.name)
             for g in fields(section):
-                yield f"{f.name}.{g.name}", str(g.type), getattr(section, g.name)
+                yield f"{f.name}.{g.name}", _annotation(g.type), getattr(section, g.name)
         else:
-            yield f.name, str(f.type), getattr(s, f.name)
+            yield f.name, _annotation(f.type), getattr(s, f.name)
+
+
+def _annotation(t: Any) -> str:
+    """A field's type as written ("int | None"), whether its module postpones annotations or not."""
+    return t if isinstance(t, str) else getattr(t, "__name__", None) or str(t)
 
 
 def check_types(s: Settings, origins: dict[str, str] | None = None) -> None:
@@ -496,49 +524,47 @@ def _finite_text(text: str) -> bool:
         return False
 
 
-def _within(low: float, high: float, none_ok: bool = False) -> Callable[[Any], bool]:
+def within(low: float, high: float, none_ok: bool = False) -> Callable[[Any], bool]:
     return lambda v: (none_ok and v is None) or (v is not None and low <= v <= high)
 
 
 # (setting, test, what it must be): run after check_types, so the tests see numbers of the right kind.
 RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("extract.fps", _within(0.001, 240), "from 0.001 to 240 frames per second"),
-    ("extract.start", _within(0, math.inf, none_ok=True), ">= 0 seconds (or none: the beginning)"),
+    ("extract.fps", within(0.001, 240), "from 0.001 to 240 frames per second"),
+    ("extract.start", within(0, math.inf, none_ok=True), ">= 0 seconds (or none: the beginning)"),
     ("extract.end", lambda v: v is None or v > 0, "> 0 seconds (or none: the end)"),
-    ("extract.every", _within(1, 1000), "a whole number from 1 to 1000 (a keyframe on every Nth beat)"),
-    ("interrogate.min_length", _within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens"),
-    ("interrogate.max_length", _within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens (BLIP's limit)"),
-    ("interrogate.num_beams", _within(1, 64), "from 1 to 64"),
-    ("interrogate.no_repeat_ngram_size", _within(0, MAX_TOKENS), f"from 0 (off) to {MAX_TOKENS}"),
-    ("interrogate.batch_size", _within(1, 1024), "from 1 to 1024 frames"),
-    ("interrogate.chunk_size", _within(1, 1_000_000), "from 1 to 1000000"),
-    ("interrogate.flavor_intermediate_count", _within(1, 1_000_000), "from 1 to 1000000"),
-    ("generate.steps", _within(1, 1000), "from 1 to 1000 steps"),
-    ("generate.guidance", _within(0, 100), "from 0 to 100"),
-    ("generate.seed", _within(0, MAX_SEED), f"a whole number from 0 to {MAX_SEED}"),
+    ("extract.every", within(1, 1000), "a whole number from 1 to 1000 (a keyframe on every Nth beat)"),
+    ("interrogate.min_length", within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens"),
+    ("interrogate.max_length", within(1, MAX_TOKENS), f"from 1 to {MAX_TOKENS} tokens (BLIP's limit)"),
+    ("interrogate.num_beams", within(1, 64), "from 1 to 64"),
+    ("interrogate.no_repeat_ngram_size", within(0, MAX_TOKENS), f"from 0 (off) to {MAX_TOKENS}"),
+    ("interrogate.batch_size", within(1, 1024), "from 1 to 1024 frames"),
+    ("interrogate.chunk_size", within(1, 1_000_000), "from 1 to 1000000"),
+    ("interrogate.flavor_intermediate_count", within(1, 1_000_000), "from 1 to 1000000"),
+    ("generate.steps", within(1, 1000), "from 1 to 1000 steps"),
+    ("generate.guidance", within(0, 100), "from 0 to 100"),
+    ("generate.seed", within(0, MAX_SEED), f"a whole number from 0 to {MAX_SEED}"),
     ("generate.strength", lambda v: v is None or 0 < v <= 1, "in (0, 1] (0 or none: text to image)"),
     ("generate.width", lambda v: v is None or (64 <= v <= MAX_SIDE and v % 8 == 0),
      f"a multiple of 8 from 64 to {MAX_SIDE} (0 or auto: the source's shape)"),
     ("generate.height", lambda v: v is None or (64 <= v <= MAX_SIDE and v % 8 == 0),
      f"a multiple of 8 from 64 to {MAX_SIDE} (0 or auto: the source's shape)"),
-    ("generate.pixels", _within(64 * 64, MAX_PIXELS), f"from {64 * 64} to {MAX_PIXELS} pixels"),
-    ("generate.batch_size", _within(1, 64), "from 1 to 64 frames"),
+    ("generate.pixels", within(64 * 64, MAX_PIXELS), f"from {64 * 64} to {MAX_PIXELS} pixels"),
+    ("generate.batch_size", within(1, 64), "from 1 to 64 frames"),
     ("generate.refiner_switch", lambda v: 0 < v < 1, "between 0 and 1 (the part of the denoising the base does)"),
-    ("generate.control_scale", _within(0, 2), "from 0 to 2 (the ControlNet's weight)"),
-    ("generate.style_image_scale", _within(0, 2), "from 0 to 2 (the style image's weight)"),
-    ("assemble.out_fps", _within(1, 240), "from 1 to 240 frames per second"),
-    ("assemble.crf", _within(0, 51), "from 0 (lossless) to 51 (x264's range)"),
-    ("morph.inbetweens", _within(0, 1000, none_ok=True),
+    ("generate.control_scale", within(0, 2), "from 0 to 2 (the ControlNet's weight)"),
+    ("generate.style_image_scale", within(0, 2), "from 0 to 2 (the style image's weight)"),
+    ("assemble.out_fps", within(1, 240), "from 1 to 240 frames per second"),
+    ("assemble.crf", within(0, 51), "from 0 (lossless) to 51 (x264's range)"),
+    ("morph.inbetweens", within(0, 1000, none_ok=True),
      "a whole number of in-betweens per gap from 0 to 1000 (or none: as many as assemble.out_fps needs)"),
-    ("telephone.steps", _within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
+    ("telephone.steps", within(1, 1000), "a whole number from 1 to 1000 (how many times the picture goes round)"),
     ("telephone.hold", lambda v: 0 < v <= 3600, "a positive number of seconds, at most 3600"),
-    ("telephone.strip_height", _within(64, 4096), "a whole number of pixels from 64 to 4096"),
-    ("replicate.timeout", lambda v: 0 < v <= 86400, "a positive number of seconds, at most 86400"),
-    ("replicate.max_predictions", _within(0, 10**9, none_ok=True), "a whole number >= 0 (or none: no limit)"),
+    ("telephone.strip_height", within(64, 4096), "a whole number of pixels from 64 to 4096"),
     ("workers", lambda v: v is None or 1 <= (worker_range(v) or (0, 0))[0] <= (worker_range(v) or (0, 0))[1] <= 1024,
      "a whole number from 1 to 1024, or a range such as 2-8 (or none: the backend's choice)"),
-    ("ray.caption_gpus", _within(0, 64), "from 0 to 64 GPUs per captioning actor (e.g. 0.25: four share a GPU)"),
-    ("ray.paint_gpus", _within(0, 64), "from 0 to 64 GPUs per painting actor (e.g. 1)"),
+    ("ray.caption_gpus", within(0, 64), "from 0 to 64 GPUs per captioning actor (e.g. 0.25: four share a GPU)"),
+    ("ray.paint_gpus", within(0, 64), "from 0 to 64 GPUs per painting actor (e.g. 1)"),
     ("ray.cpus", lambda v: v is None or 0 < v <= 1024, "> 0 and at most 1024 CPUs per actor (or none: automatic)"),
 ]
 
@@ -604,16 +630,14 @@ def validate(s: Settings, origins: dict[str, str] | None = None) -> None:
     _check(s.device in ("auto", "cpu", "mps") or str(s.device).startswith("cuda"), "device",
            f"{short(s.device)} is unknown: choose from auto, cpu, cuda, cuda:N, mps", origins=o)
     _one_of(s.dtype, "dtype", CHOICES["dtype"], o)
-    for path in ("replicate.caption_model", "replicate.paint_model", "replicate.morph_model"):
-        _check(REPLICATE_REF.fullmatch(values[path]) is not None, path,
-               f"must look like OWNER/NAME:VERSION (or OWNER/NAME for an official model), got {short(values[path])}",
-               f"e.g. {getattr(ReplicateSettings(), path.split('.')[1])}", origins=o)
     _check(not isinstance(s.workers, str) or s.backend == "ray", "workers",
            f"a range ({short(s.workers)}) is an autoscaling pool of --backend ray", "give a count for {backend} "
            f"{s.backend}", also=("backend",), origins=o)
     _check(isinstance(s.backend, str) and s.backend.isidentifier(), "backend",
            f"{short(s.backend)} is not a backend's name", "e.g. local", origins=o)
     _check_names(s, o)
+    for check in SECTION_CHECKS:
+        check(s, o)
 
 
 # Settings that name a model: a Hugging Face id (OWNER/NAME, at most 96 characters a part) or a local path.
@@ -652,8 +676,6 @@ def _check_names(s: Settings, o: dict[str, str] | None) -> None:
            "give auto, none or the path of a sound file", origins=o)
 
 
-# A Replicate model: OWNER/NAME[:VERSION], each part starting with a letter or digit (never ./x or ../x).
-REPLICATE_REF = re.compile(r"[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w.-]*(:[0-9a-f]{16,})?", re.ASCII)
 TRANSITIONS = ("cut", "crossfade", "flow", "morph")
 INTERROGATE_MODES = ("best", "classic", "fast", "negative", "caption")
 TELEPHONE_MODES = ("caption", "fast", "classic", "best", "negative")
@@ -718,3 +740,8 @@ def replace_section(settings: Settings, section: str, **changes: Any) -> Setting
     new = dataclasses.replace(settings)
     setattr(new, section, dataclasses.replace(getattr(settings, section), **changes))
     return new
+
+
+# The built-in backends' own sections, registered here in one place so that resolve knows them before
+# any backend is chosen (a backend module registers its section at import; importing it is cheap).
+from .backends import replicate as _replicate  # noqa: E402,F401

@@ -188,8 +188,15 @@ class KindSpec:
     optional: dict[str, Callable[[Settings], bool]] = field(default_factory=dict)
 
 
+def _set(path: str) -> Callable[[Settings], bool]:
+    section, name = path.split(".")
+    return lambda s: getattr(getattr(s, section), name) is not None
+
+
 PAINT_OPTIONAL = {"generate.refiner": _refiner_on, "generate.controlnet": _controlnet_on,
-                  "generate.prompt_weighting": _weighting_on, "generate.lora": _lora_on}
+                  "generate.prompt_weighting": _weighting_on, "generate.lora": _lora_on,
+                  "generate.scheduler": _set("generate.scheduler"), "generate.vae": _set("generate.vae"),
+                  "generate.preview_vae": _set("generate.preview_vae")}
 
 NOT_FRAME = "is neither a frame's nor a telephone step's"
 NOT_PAINTABLE = "is neither a frame's, a variant's nor a telephone step's"

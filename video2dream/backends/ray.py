@@ -55,8 +55,8 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401  (the extra installs it: ray[data])
     except ImportError as e:
-        raise UserError(f"--backend ray needs Ray, which is not installed here ({e}); install it with "
-                        f"`{INSTALL}`, or use --backend local") from None
+        raise UserError(f"{{backend}} ray needs Ray, which is not installed here ({e}); install it with "
+                        f"`{INSTALL}`, or use {{backend}} local", paths=("backend",)) from None
     return ray
 
 
@@ -514,8 +514,8 @@ class RayBackend(Backend):
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise UserError(f"--backend ray needs Ray, which is not installed here; install it with `{INSTALL}`, "
-                            "or use --backend local")
+            raise UserError(f"{{backend}} ray needs Ray, which is not installed here; install it with `{INSTALL}`, "
+                            "or use {backend} local", paths=("backend",))
 
     def load(self, kind: str, settings: Settings) -> None:
         """Reach the cluster, and a model hub that does not answer now (the models load in the actors)."""

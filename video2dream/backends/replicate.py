@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SettingError, UserError
+from ..errors import SettingError, UserError, short
 from ..progress import say
+from ..settings import PER_CALL, PER_UNIT, SPEED, check_setting, register_section, setting, within
 from ..units import Unit
 from .base import Backend, Caption, Done, Painted, register
 
@@ -72,6 +73,41 @@ TOKEN_PAGE = "https://replicate.com/account/api-tokens"
 MAX_TIMES = 8  # FILM's largest times_to_interpolate: 2^8 - 1 = 255 in-betweens per gap
 MODEL_SETTING = {"caption": "replicate.caption_model", "paint": "replicate.paint_model",
                  "morph": "replicate.morph_model"}
+# A Replicate model: OWNER/NAME[:VERSION], each part starting with a letter or digit (never ./x or ../x).
+REPLICATE_REF = re.compile(r"[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w.-]*(:[0-9a-f]{16,})?", re.ASCII)
+
+
+@dataclass
+class ReplicateSettings:
+    """--backend replicate: the models it runs on Replicate's service (OWNER/NAME:VERSION, or OWNER/NAME
+    for an official model), and how it waits on them. The models are hashed into each unit's key by the
+    backend itself (key_part), only when it is the backend: PER_UNIT. The section `replicate:` is this
+    backend's own, registered with the settings below."""
+
+    caption_model: str = setting(  # a CLIP Interrogator: image, mode, clip_model_name -> text
+        "pharmapsychotic/clip-interrogator:8151e1c9f47e696fa316146a2e35812ccf79cfc9eba05b11c7f450155102af70",
+        PER_UNIT)
+    paint_model: str = setting(  # SDXL: prompt, negative_prompt, width, height, seed, image, ... -> [url]
+        "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b", PER_UNIT)
+    morph_model: str = setting(  # FILM: frame1, frame2, times_to_interpolate -> a PNG (1) or an mp4 (2^n + 1 frames)
+        "google-research/frame-interpolation:4f88a16a13673a8b589c18866e540556170a5bcb2ccdc12de556e800e9456d3d",
+        PER_UNIT)
+    timeout: float = setting(600.0, SPEED)  # seconds one prediction may take before it is canceled
+    max_predictions: int | None = setting(None, PER_CALL)  # refuse a command that would create more
+
+
+def _check_models(s: Settings, origins: dict[str, str] | None) -> None:
+    for name in ("caption_model", "paint_model", "morph_model"):
+        value = getattr(s.replicate, name)
+        check_setting(REPLICATE_REF.fullmatch(value) is not None, f"replicate.{name}",
+                      f"must look like OWNER/NAME:VERSION (or OWNER/NAME for an official model), got {short(value)}",
+                      f"e.g. {getattr(ReplicateSettings(), name)}", origins=origins)
+
+
+register_section("replicate", ReplicateSettings, ranges=[
+    ("replicate.timeout", lambda v: 0 < v <= 86400, "a positive number of seconds, at most 86400"),
+    ("replicate.max_predictions", within(0, 10**9, none_ok=True), "a whole number >= 0 (or none: no limit)"),
+], check=_check_models)
 
 
 class Refused(Exception):
@@ -167,13 +203,16 @@ class ReplicateBackend(Backend):
     # what it would drop, and what to do instead
     drop_hints = {"generate.lora": "give a fine-tuned model on Replicate as {replicate.paint_model}, or none",
                   "generate.controlnet": "Replicate's SDXL takes no ControlNet: give none",
-                  "generate.prompt_weighting": "Replicate's SDXL reads plain prompts: give none"}
+                  "generate.prompt_weighting": "Replicate's SDXL reads plain prompts: give none",
+                  "generate.scheduler": "the model on Replicate runs its own scheduler: give none (or default)",
+                  "generate.vae": "the model on Replicate decodes with its own VAE: give none",
+                  "generate.preview_vae": "the model on Replicate decodes with its own VAE: give none"}
 
     @classmethod
     def honours(cls, kind: str, settings: Settings) -> frozenset[str]:
         """SDXL on Replicate paints with its refiner as an ensemble of experts (refine,
-        high_noise_frac); no LoRA file, ControlNet or A1111 weighting. FILM interpolates the dreams
-        as they were painted: the paint options do not apply to it."""
+        high_noise_frac); no LoRA file, ControlNet, A1111 weighting, scheduler or VAE of one's own.
+        FILM interpolates the dreams as they were painted: the paint options do not apply to it."""
         from ..units import KINDS
 
         if kind == "paint":
@@ -217,8 +256,9 @@ class ReplicateBackend(Backend):
         later += later_gaps
         if limit is not None and new + later > limit:
             raise UserError(f"this command would create {'up to ' if later else ''}{new + later} prediction(s) on "
-                            f"Replicate, more than --max-predictions {limit}; nothing was created: raise the "
-                            "limit, or run fewer frames (--fps, --start, --end)")
+                            f"Replicate, more than {{replicate.max_predictions}} {limit}; nothing was created: "
+                            "raise the limit, or run fewer frames (--fps, --start, --end)",
+                            paths=("replicate.max_predictions",))
         if later:
             ReplicateBackend._told[root] = named
 
@@ -493,8 +533,9 @@ class ReplicateBackend(Backend):
         limit = settings.replicate.max_predictions
         with self._lock:  # a collected prediction that could not be used is paid for again: keep the limit
             if limit is not None and self._created >= limit:
-                raise UserError(f"--max-predictions {limit} reached (earlier predictions could not be collected); "
-                                "finished frames are kept: raise the limit and run the command again")
+                raise UserError(f"{{replicate.max_predictions}} {limit} reached (earlier predictions could not be "
+                                "collected); finished frames are kept: raise the limit and run the command again",
+                                paths=("replicate.max_predictions",))
             self._created += 1
 
     def _create(self, client: Any, ref: str, inputs: dict[str, Any]) -> Any:
@@ -772,16 +813,16 @@ def _client_module() -> Any:
     try:
         import replicate
     except ImportError:
-        raise UserError("--backend replicate needs the replicate client: pip install 'video2dream[replicate]'"
-                        ) from None
+        raise UserError("{backend} replicate needs the replicate client: pip install 'video2dream[replicate]'",
+                        paths=("backend",)) from None
     return replicate
 
 
 def _token() -> str:
     token = os.environ.get("REPLICATE_API_TOKEN", "").strip()
     if not token:
-        raise UserError(f"--backend replicate needs an API token in REPLICATE_API_TOKEN: make one at {TOKEN_PAGE}, "
-                        "then `export REPLICATE_API_TOKEN=r8_...`")
+        raise UserError(f"{{backend}} replicate needs an API token in REPLICATE_API_TOKEN: make one at {TOKEN_PAGE}, "
+                        "then `export REPLICATE_API_TOKEN=r8_...`", paths=("backend",))
     return token
 
 

@@ -534,7 +534,7 @@ class Painter:
         if not 0 < base < len(timesteps):
             who = "the base" if base == 0 else "the refiner"
             raise UserError(f"{steps} steps with the refiner switching at {switch} leave {who} no step; "
-                            "use more steps or another --refiner-switch")
+                            "use more steps or another {generate.refiner_switch}", paths=("generate.refiner_switch",))
 
     def _init_images(self, init_images: list[Image.Image] | None, n: int, width: int, height: int,
                      steps: int, strength: float | None) -> list[Image.Image] | None:

@@ -146,7 +146,8 @@ def audio_source(run: RunFolder, audio: str) -> Sound:
         raise UserError(f"{path}, the soundtrack added with mux-audio, is gone; put it back, or assemble "
                         "with --audio auto (the source's sound), --audio none or --audio FILE")
     if not media.has_audio(path):
-        raise UserError(f"{path} has no audio stream; give a file with sound, or --audio none")
+        raise UserError(f"{path} has no audio stream; give a file with sound, or {{assemble.audio}} none",
+                        paths=("assemble.audio",))
     how = "added with mux-audio" if muxed == str(path) else "--audio"
     return Sound(path, f"sound from {path.name} ({how})")
 
@@ -260,8 +261,9 @@ def shown_images(run: RunFolder, settings: Settings, tl: Timeline) -> tuple[list
     if a.transition != "morph":
         return image_paths(run, a.source, tl.names), tl.times
     if a.source != "dreams":
-        raise UserError(f"--transition morph shows the in-betweens of dreams/, not of {a.source}; "
-                        "use --transition cut or crossfade with --from " + a.source)
+        raise UserError(f"{{assemble.transition}} morph shows the in-betweens of dreams/, not of {a.source}; "
+                        "use {assemble.transition} cut or crossfade with {assemble.source} " + a.source,
+                        paths=("assemble.transition", "assemble.source"))
     from .morph import interleave
 
     shown = interleave(run, settings, tl.names, [t + tl.source_start for t in tl.times])

@@ -99,8 +99,8 @@ def extract(run: RunFolder, video: str | os.PathLike[str], settings: Settings, f
     probe = media.probe(video)  # fails before anything in the run folder is touched
     ex = settings.extract
     if ex.at == "beats" and not probe.has_audio:
-        raise UserError(f"{video} has no sound, so --at beats has no beats to follow; use --at seconds, "
-                        "or give a video with a soundtrack")
+        raise UserError(f"{video} has no sound, so {{extract.at}} beats has no beats to follow; use {{extract.at}} "
+                        "seconds, or give a video with a soundtrack", paths=("extract.at",))
     fingerprint = media.fingerprint(video)
     whole = media.content(video)  # before ffmpeg reads it: a change meanwhile shows next time
     other_video = check_same_source(run, video, fingerprint, force)

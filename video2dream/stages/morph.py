@@ -197,11 +197,12 @@ def _soundtrack(run: RunFolder, settings: Settings) -> Any:
     from .assemble import audio_source
 
     if importlib.util.find_spec("librosa") is None:
-        raise UserError(f"--pacing audio needs librosa: {MUSIC_EXTRA}")
+        raise UserError(f"{{morph.pacing}} audio needs librosa: {MUSIC_EXTRA}", paths=("morph.pacing",))
     sound = audio_source(run, settings.assemble.audio)
     if sound.path is None:
-        raise UserError(f"--pacing audio follows the soundtrack, and there is none ({sound.says}); "
-                        "use --pacing linear, or give one with --audio FILE")
+        raise UserError(f"{{morph.pacing}} audio follows the soundtrack, and there is none ({sound.says}); "
+                        "use {morph.pacing} linear, or give one with {assemble.audio} FILE",
+                        paths=("morph.pacing", "assemble.audio"))
     return soundtrack(sound.path, rate=SAMPLE_RATE)
 
 

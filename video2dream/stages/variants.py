@@ -58,7 +58,8 @@ def parse_rows(text: str | None, names: list[str]) -> list[str]:
         if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
             raise UserError(f"--rows {text!r}: give frame numbers and ranges such as 12,15-18")
         low, high = int(m.group(1)), int(m.group(2) or m.group(1))
-        wanted.update(range(low, min(high, max(by_number) + 1) + 1))  # past the last frame: one is enough to say so
+        # past the last frame: one is enough to say so (a single number past it too: `--rows 25` of 20 frames)
+        wanted.update(range(low, min(high, max(max(by_number) + 1, low)) + 1))
     unknown = sorted(wanted - set(by_number))
     if unknown:
         raise UserError(f"--rows {text!r}: there is no frame {unknown[0]} (frames are numbered "
