@@ -76,4 +76,4 @@ def test_the_replicate_section_is_the_backends_own_and_old_files_still_load() ->
     s = resolve(saved={"generate": {"steps": 4}, "replicate": {"timeout": 30, "paint_model": "owner/model"}})
     assert (s.replicate.timeout, s.replicate.paint_model) == (30, "owner/model")
     assert list(s.to_dict()) == ["device", "dtype", "backend", "workers", "ray_address", "extract", "interrogate",
-                                 "generate", "assemble", "morph", "telephone", "replicate"]
+                                 "generate", "assemble", "morph", "telephone", "ray", "replicate"]
