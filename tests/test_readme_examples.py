@@ -1,7 +1,7 @@
 """Every command in the bash blocks of the README and the guide (docs/) runs as written, on the tiny preset.
 
 Each block is played in a fresh folder holding the files the README names (clip.mp4, song.wav,
-cover.jpg, covers/), like a reader trying it out. The real models cannot be downloaded here, so the
+cover.jpg, look.jpg, covers/), like a reader trying it out. The real models cannot be downloaded here, so the
 run folders a block names start with the tiny preset's settings saved in them (what `--preset tiny`
 would leave behind), and `--preset default` reads `--preset tiny`; every other word is the README's.
 """
@@ -53,6 +53,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
               args=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"))
     make_clip(folder / "song.wav", "sine=frequency=550:duration=20")
     make_clip(folder / "cover.jpg", "testsrc2=size=160x160", args=("-frames:v", "1"))
+    make_clip(folder / "look.jpg", "mandelbrot=size=96x96", args=("-frames:v", "1"))  # a style image
     (folder / "covers").mkdir()
     for name, source in (("a.png", "mandelbrot=size=128x96"), ("b.jpg", "smptebars=size=96x128")):
         make_clip(folder / "covers" / name, source, args=("-frames:v", "1"))
