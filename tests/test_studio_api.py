@@ -254,7 +254,7 @@ def test_cancel_stops_after_the_unit_in_flight(tmp_path: Path, monkeypatch: pyte
 
     from PIL import Image
 
-    from tests.test_engine_new_stage import STAGE, UPSCALE, Upscaler, UpscaleParams
+    from tests.test_engine_new_stage import STAGE, UPSCALE, UpscaleParams, Upscaler
     from video2dream import report
     from video2dream.settings import resolve
     from video2dream.stages.engine import Engine, is_current
