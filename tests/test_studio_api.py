@@ -67,7 +67,7 @@ def test_keyframes_list_and_detail(client: TestClient, run: Path) -> None:
 def test_run_status_and_videos(client: TestClient) -> None:
     d = client.get("/api/run").json()
     assert d["status"]["extract"]["frames"] == 3 and d["videos"] == [] and d["held_by"] is None
-    assert d["jobs"] == ["repaint", "recaption", "inbetweens", "assemble"] and d["chain"] is False
+    assert d["jobs"] == ["repaint", "recaption", "inbetweens", "assemble", "variants"] and d["chain"] is False
     assert client.get("/api/chain").json() == {"chain": None}
 
 
@@ -201,6 +201,10 @@ def test_cli_lock_refuses_writes(client: TestClient, run: Path) -> None:
     ({"kind": "repaint", "settings": {"generate": {"steps": "many"}}}, "generate.steps"),
     ({"kind": "repaint", "settings": {"nonsense": {"x": 1}}}, "nonsense"),
     ({"kind": "repaint", "settings": "steps=3"}, "settings"),
+    ({"kind": "variants", "names": ["000001.png"]}, "count"),
+    ({"kind": "variants", "names": ["000001.png"], "count": 99}, "count"),
+    ({"kind": "variants", "count": 2}, "names of the keyframes"),
+    ({"kind": "repaint", "count": 2}, "takes no count"),
 ])
 def test_bad_jobs_refused(client: TestClient, run: Path, body: dict, words: str) -> None:
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "thumbs" not in p.parts}
@@ -243,20 +247,134 @@ def test_assemble_job_with_progress(client: TestClient, run: Path) -> None:
     assert client.get("/api/files/dream.mp4", headers={"Range": "bytes=0-99"}).status_code == 206
 
 
-def test_cancel_stops_after_the_unit_in_flight(run: Path) -> None:
-    """The library's progress seam: a cancel raises at the update after a written unit."""
+def test_cancel_stops_after_the_unit_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's cancel is Ctrl-C at the reporter's unit-done seam: the engine reports a unit once it
+    is written, the page's reporter raises there; what was made is whole, and a later run makes the rest."""
+    import threading
+
+    from PIL import Image
+
+    from tests.test_engine_new_stage import STAGE, UPSCALE, UpscaleParams, Upscaler
+    from video2dream import report
+    from video2dream.settings import resolve
+    from video2dream.stages.engine import Engine, is_current
     from video2dream.studio import library
+    from video2dream.units import KINDS, Unit
 
-    sink = library.Sink(lambda e: None)
-    sink.cancel.set()
-    with library.reporting(sink), pytest.raises(library.Canceled):
-        from video2dream.stages import generate
-
-        with generate.progress_bar(total=3, desc="generate", unit="dream") as bar:
-            bar.update(1)
-    assert not getattr(library._local, "sink", None)
+    monkeypatch.setitem(KINDS, "upscale", UPSCALE)
+    run = RunFolder(tmp_path / "run")
+    run.frames_dir.mkdir(parents=True)
+    names = [f"{k:06d}.png" for k in range(1, 5)]
+    for k, n in enumerate(names):
+        Image.new("RGB", (8, 6), (40 * k, 100, 200)).save(run.frames_dir / n)
+    units = [Unit(n, "upscale", (f"frames/{n}",), UpscaleParams(2).to_dict(), f"key-{n}") for n in names]
+    events: list[dict] = []
+    cancel = threading.Event()
+    cancel.set()  # canceled before the first unit is done: that one is still written
+    settings = resolve(preset="tiny")
+    with report.using(library.PageReporter(events.append, cancel)), pytest.raises(library.Canceled):
+        Engine(run, settings, Upscaler()).run_units(STAGE, units)
+    done = [e for e in events if e["type"] == "progress" and e.get("name")]
+    assert [e["name"] for e in done] == ["000001.png"] and done[0]["n"] == 1 and done[0]["total"] == 4
+    assert events[-1]["type"] == "finished" and events[-1]["done"] == 1 and events[-1]["not_made"] == 3
+    made = sorted(p.name for p in (run.root / "upscaled").iterdir())
+    assert "000001.png" in made and all(is_current(run.root / "upscaled" / n, f"key-{n}") for n in made)
+    assert not list(run.root.rglob("*.tmp*"))
+    rest = [u for u in units if not is_current(run.root / "upscaled" / u.name, u.key)]
+    with report.using(report.CollectingReporter()):
+        Engine(run, settings, Upscaler()).run_units(STAGE, rest)
+    assert sorted(p.name for p in (run.root / "upscaled").iterdir()) == names
     with pytest.raises(library.UserError):
-        library.run_job("shell", RunFolder(run), None, None, sink)  # type: ignore[arg-type]
+        library.run_job("shell", run, settings, None, library.PageReporter(events.append))
+
+
+def test_repaint_of_unknown_rows_refused(run: Path) -> None:
+    """The library's only= (the page's repaint or re-caption of chosen rows) names frames of the run."""
+    from video2dream import pipeline
+    from video2dream.errors import UserError
+    from video2dream.settings import resolve
+
+    before = (run / "prompts.csv").read_bytes()
+    for do in (pipeline.do_generate, pipeline.do_interrogate):
+        with pytest.raises(UserError, match="not a frame"):
+            do(RunFolder(run), resolve(RunFolder(run).saved_settings()), only=["000009.png"])
+    assert (run / "prompts.csv").read_bytes() == before
+
+
+def candidates(run: Path, name: str, count: int) -> list[int]:
+    """count candidates of name in variants/, as `generate --variants` leaves them (their keys the
+    plan's with each candidate's seed): the copies of the frame, each tinted, with its seed."""
+    from PIL import Image
+
+    from video2dream.pngmeta import save_png
+    from video2dream.seeds import variant_seed
+    from video2dream.settings import resolve
+    from video2dream.stages import generate
+    from video2dream.stages.engine import KEY_CHUNK
+
+    r = RunFolder(run)
+    settings = resolve(r.saved_settings())
+    base = next(j for j in generate.plan(r, settings)[0] if j.name == name).seed
+    (run / "variants").mkdir(exist_ok=True)
+    seeds = []
+    for k in range(1, count + 1):
+        seed = variant_seed(base, k)
+        job = next(j for j in generate.plan(r, settings, seeds={name: seed})[0] if j.name == name)
+        image = Image.open(run / "frames" / name).convert("RGB").point(lambda v, k=k: (v + 60 * k) % 256)
+        save_png(image, run / "variants" / f"{name[:-4]}_{k:02d}.png", f"{job.prompt}\nSteps: 2, Seed: {seed}",
+                 {KEY_CHUNK: job.key})
+        seeds.append(seed)
+    return seeds
+
+
+def test_pick_a_candidate(client: TestClient, run: Path) -> None:
+    seeds = candidates(run, "000002.png", 2)
+    d = client.get("/api/keyframes/000002.png").json()
+    assert [(c["number"], c["file"], c["seed"]) for c in d["candidates"]] == [
+        (1, "variants/000002_01.png", seeds[0]), (2, "variants/000002_02.png", seeds[1])]
+    assert client.get("/api/thumbs/variants/000002_02.png").status_code == 200
+    picked = (run / "variants" / "000002_02.png").read_bytes()
+    r = client.post("/api/keyframes/000002.png/pick", json={"number": 2})
+    assert r.status_code == 200, r.text
+    assert (run / "dreams" / "000002.png").read_bytes() == picked  # moved, not painted
+    assert r.json()["seed"] == seeds[1] and r.json()["dream_state"] == "current"
+    assert [c["number"] for c in r.json()["candidates"]] == [1]
+    assert f"000002.png,a dog,1.000000,blurry,{seeds[1]}" in (run / "prompts.csv").read_text()
+    assert client.get("/api/keyframes").json()["keyframes"][1]["dream_state"] == "current"
+
+
+@pytest.mark.parametrize("name, body, status, words", [
+    ("000002.png", {"number": 3}, 400, "no candidate 3"),
+    ("000002.png", {"number": 0}, 400, "number"),
+    ("000002.png", {"number": "1"}, 400, "number"),
+    ("000002.png", {"number": True}, 400, "number"),
+    ("000002.png", {"number": 10**12}, 400, "number"),
+    ("000002.png", {}, 400, "number"),
+    ("000002.png", {"number": 1, "seed": 5}, 400, "unknown field"),
+    ("000009.png", {"number": 1}, 400, "no frame"),
+    ("settings.yaml", {"number": 1}, 404, "not a keyframe"),
+    ("..%2fsettings.yaml", {"number": 1}, 404, ""),  # no route: not JSON
+    ("000003.png", {"number": 1}, 400, "no candidate 1"),  # a frame without candidates
+])
+def test_bad_picks_change_nothing(client: TestClient, run: Path, name: str, body: dict, status: int,
+                                  words: str) -> None:
+    candidates(run, "000002.png", 2)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "thumbs" not in p.parts}
+    r = client.post(f"/api/keyframes/{name}/pick", json=body)
+    assert r.status_code == status, r.text
+    if words:
+        assert words in r.json()["error"] and "\n" not in r.json()["error"], r.text
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "thumbs" not in p.parts} == before
+
+
+def test_pick_refuses_a_candidate_of_other_words(client: TestClient, run: Path) -> None:
+    candidates(run, "000002.png", 1)
+    v = client.get("/api/keyframes/000002.png").json()["version"]
+    assert client.put("/api/keyframes/000002.png", json={"prompt": "a wolf", "version": v}).status_code == 200
+    before = (run / "prompts.csv").read_bytes()
+    r = client.post("/api/keyframes/000002.png/pick", json={"number": 1})
+    assert r.status_code == 400 and "other words or settings" in r.json()["error"]
+    assert (run / "prompts.csv").read_bytes() == before and (run / "variants" / "000002_01.png").is_file()
 
 
 def test_token_beyond_loopback(run: Path) -> None:

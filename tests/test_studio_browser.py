@@ -152,3 +152,32 @@ def test_fix_one_keyframe_repaint_assemble(page: webdriver.Chrome, tiny_run: Pat
         f'"{old_prompt}"', f'"{NEW_PROMPT}"')
     after = {p.name: p.read_bytes() for p in (run / "dreams").glob("*.png")}
     assert [n for n in sorted(after) if after[n] != dreams_before[n]] == ["000003.png"]
+
+
+def test_paint_candidates_and_pick_one(page: webdriver.Chrome, tiny_run: Path, tmp_path: Path) -> None:
+    """Issue 22: the keyframe's candidates (generate --variants) painted and picked with a click."""
+    from tests.conftest import copy_run
+
+    run = copy_run(tiny_run, tmp_path / "run").root
+    by = "css selector"
+    with Served(run) as url:
+        page.get(url)
+        wait(page, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1", "first paint")
+        page.find_elements(by, ".tile")[0].click()
+        wait(page, lambda d: d.find_element("id", "kf-name").text == "000001.png", "the first keyframe shown")
+        assert page.find_element("id", "cand-title").text == "no candidates"
+        page.find_element("id", "paint-variants").click()
+        wait(page, lambda d: "variants: done" in d.find_element("id", "job-state").text
+             or "failed" in d.find_element("id", "job-state").text, "candidates painted")
+        assert "variants: done" in page.find_element("id", "job-state").text
+        wait(page, lambda d: len(d.find_elements(by, "#candidates .candidate")) == 4, "four candidates shown")
+        chosen = (run / "variants" / "000001_02.png").read_bytes()
+        page.find_elements(by, "#candidates button.pick")[1].click()
+        wait(page, lambda d: d.find_element("id", "pick-msg").text == "picked 2", "picked")
+        wait(page, lambda d: len(d.find_elements(by, "#candidates .candidate")) == 3, "the picked one moved")
+    assert (run / "dreams" / "000001.png").read_bytes() == chosen
+    from video2dream.runfolder import RunFolder
+    from video2dream.settings import resolve
+    from video2dream.stages import generate
+
+    assert generate.status_data(RunFolder(run), resolve(RunFolder(run).saved_settings()))["state"] == "current"

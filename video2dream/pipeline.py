@@ -123,14 +123,15 @@ def check_backend(settings: Settings) -> None:
 
 
 @library_call
-def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> None:
+def do_interrogate(run: RunFolder, settings: Settings, force: bool = False, only: list[str] | None = None) -> None:
+    """only: these frames' rows alone (by name; the review page's re-caption of chosen rows)."""
     from .models.devices import free_memory
     from .stages.interrogate import interrogate
 
     start = time.monotonic()
     check_backend(settings)
     _check_paths(settings, "interrogate")
-    r = interrogate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
+    r = interrogate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend, only=only)
     free_memory()
     took = _took("interrogate", start, len(r.done), "caption")
     say(f"interrogate: {len(r.done)} row(s) written, {r.up_to_date} up to date, "
@@ -138,14 +139,15 @@ def do_interrogate(run: RunFolder, settings: Settings, force: bool = False) -> N
 
 
 @library_call
-def do_generate(run: RunFolder, settings: Settings, force: bool = False) -> None:
+def do_generate(run: RunFolder, settings: Settings, force: bool = False, only: list[str] | None = None) -> None:
+    """only: these frames' dreams alone (by name; the review page's repaint of chosen rows)."""
     from .models.devices import free_memory
     from .stages.generate import generate
 
     start = time.monotonic()
     check_backend(settings)
     _check_paths(settings, "generate")
-    r = generate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend)
+    r = generate(run, settings, force=force, on_ready=_saver(run, settings), backend=settings.backend, only=only)
     free_memory()
     took = _took("generate", start, len(r.painted), "dream")
     say(f"generate: {len(r.painted)} dream(s) painted at {r.width}x{r.height}, "

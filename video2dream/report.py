@@ -219,3 +219,23 @@ def using(reporter: Reporter | None) -> Iterator[Reporter]:
         yield reporter
     finally:
         _current = before
+
+
+@contextlib.contextmanager
+def counted(stage: str, total: int, unit: str) -> Iterator[Any]:
+    """A stage whose progress is a running count (ffmpeg's frames encoded so far), to the current
+    reporter: reached(n) reports each unit up to n as done (named by its number)."""
+    reporter = current()
+    reporter.stage(stage, total, unit)
+    made = 0
+
+    def reached(n: int) -> None:
+        nonlocal made
+        while made < min(n, total):
+            made += 1
+            reporter.unit_done(stage, str(made))
+
+    try:
+        yield reached
+    finally:
+        reporter.finished(stage, made)

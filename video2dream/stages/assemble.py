@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import media
+from .. import media, report
 from ..errors import UserError
 from ..pngmeta import png_decodes
-from ..progress import progress_bar, say
+from ..progress import say
 from ..runfolder import STATE, RunFolder, atomic_path
 from ..settings import Settings, key_fields, replace_section, stable_hash
 from ..tables import read_frames
@@ -205,10 +205,10 @@ def _encode(scripts: list[Path], graph: str, audio: Path | None, tl: Timeline, s
              "-crf", str(a.crf), "-pix_fmt", "yuv420p", "-r", f"{a.out_fps!r}",
              "-t", f"{tl.duration:.6f}", "-movflags", "+faststart"]
     total = max(1, round(tl.duration * a.out_fps))
-    with atomic_path(dest) as tmp, progress_bar(total=total, desc=what, unit="frame") as bar:
+    with atomic_path(dest) as tmp, report.counted(what, total, "frame") as reached:
         def update(block: dict[str, str]) -> None:
             if block.get("frame", "").isdigit():
-                bar.update(min(total, int(block["frame"])) - bar.n)
+                reached(int(block["frame"]))
 
         media.run_ffmpeg([*args, media.arg(tmp)], f"encode {dest.name}", on_progress=update)
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import media, timing
+from .. import media, report, timing
 from ..errors import SettingError, UserError
-from ..progress import progress_bar, say
+from ..progress import say
 from ..runfolder import OWN_PICTURES, RunFolder, raise_write_error, replace, temp_path
 from ..settings import Settings, key_fields, stable_hash
 from ..tables import FRAME_NAME, frames_table, read_frames
@@ -271,10 +271,10 @@ def _run_ffmpeg(video: Path, out_dir: Path, probe: media.Probe, start: float, fp
 
 
 def _ffmpeg_frames(args: list[str], count: int, video: Path, out_dir: Path) -> list[str]:
-    with progress_bar(total=count, desc="extract", unit="frame") as bar:
+    with report.counted("extract", count, "frame") as reached:
         def update(block: dict[str, str]) -> None:
             if block.get("frame", "").isdigit():
-                bar.update(int(block["frame"]) - bar.n)
+                reached(int(block["frame"]))
 
         return media.run_ffmpeg(args, f"extract frames from {video} into {out_dir.parent / 'frames'}",
                                 on_progress=update)

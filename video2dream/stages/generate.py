@@ -158,10 +158,13 @@ def _params(j: Job, size: tuple[int, int], g: GenerateSettings) -> dict[str, Any
 
 def generate(run: RunFolder, settings: Settings, force: bool = False,
              on_ready: Callable[[], None] | None = None, models: ModelCache | None = None,
-             backend: str | Backend = "local") -> GenerateResult:
+             backend: str | Backend = "local", only: list[str] | None = None) -> GenerateResult:
     """Paint the dreams that are not current. models: a cache to take the painter from (and leave
-    it in); by default it loads here. backend: where the units run (a name, or a Backend)."""
+    it in); by default it loads here. backend: where the units run (a name, or a Backend). only:
+    these frames alone (by name), the others left as they are."""
     jobs, (width, height) = plan(run, settings, backend)
+    if only is not None:
+        jobs = [j for j in jobs if j.name in set(only_frames(run, only, [j.name for j in jobs]))]
     engine = Engine(run, settings, backend, models)
     engine.check_here()  # even with nothing to paint: never save a bad --device
     todo = to_units(run, settings, jobs, (width, height), force)
@@ -178,6 +181,15 @@ def generate(run: RunFolder, settings: Settings, force: bool = False,
     if settings.generate.prompt_weighting:  # every dream now reads its prompt whole: no list of cuts is true
         (run.root / "truncated.csv").unlink(missing_ok=True)
     return result
+
+
+def only_frames(run: RunFolder, only: list[str], names: list[str]) -> list[str]:
+    """The frames named in only, each one of names (frames.csv's); an unknown name is refused."""
+    unknown = [n for n in only if n not in set(names)]
+    if unknown:
+        raise UserError(f"{unknown[0][:80]!r} is not a frame of {run.root} (frames are {names[0] if names else 'none'} "
+                        f"to {names[-1] if names else 'none'})")
+    return list(only)
 
 
 def commit(run: RunFolder, unit: Unit, painted: Painted) -> str:

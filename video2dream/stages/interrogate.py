@@ -174,9 +174,10 @@ class Table:
 
 
 def plan_units(run: RunFolder, settings: Settings, force: bool = False,
-               backend: str | Backend | None = None) -> tuple[list[Unit], Table]:
+               backend: str | Backend | None = None, only: list[str] | None = None) -> tuple[list[Unit], Table]:
     """The caption units of the frames whose rows are not current (all with force, hand-edited ones
-    aside unless force), and prompts.csv's rows placed on their frames. Loads no model."""
+    aside unless force), and prompts.csv's rows placed on their frames. Loads no model. only: these
+    frames alone (by name); the other rows are placed and kept as they are."""
     import pandas as pd
 
     run.require()
@@ -192,7 +193,14 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False,
                                orphaned=[r["filename"] for r in placed.orphaned])
     result.kept_edited = [] if force else [n for n in names if states.get(n) == "edited"]
     todo = list(names) if force else [n for n in names if states.get(n) not in ("current", "edited")]
-    result.up_to_date = len(names) - len(todo) - len(result.kept_edited)
+    considered = names
+    if only is not None:
+        from .generate import only_frames
+
+        considered = only_frames(run, only, names)
+        todo = [n for n in todo if n in set(considered)]
+        result.kept_edited = [n for n in result.kept_edited if n in set(considered)]
+    result.up_to_date = len(considered) - len(todo) - len(result.kept_edited)
     knobs = caption_params(settings.interrogate)
     source = run.frames_dir.relative_to(run.root).as_posix()
     units = [Unit(n, "caption", (f"{source}/{n}",), knobs, keys[n]) for n in todo]
@@ -201,15 +209,16 @@ def plan_units(run: RunFolder, settings: Settings, force: bool = False,
 
 def interrogate(run: RunFolder, settings: Settings, force: bool = False,
                 on_ready: Callable[[], None] | None = None, models: ModelCache | None = None,
-                backend: str | Backend = "local") -> InterrogateResult:
+                backend: str | Backend = "local", only: list[str] | None = None) -> InterrogateResult:
     """Write the rows that are not current. models: a cache to take the models from (and leave them
-    in); by default they load here. backend: where the units run (a name, or a Backend)."""
+    in); by default they load here. backend: where the units run (a name, or a Backend). only: these
+    frames' rows alone (by name)."""
     from .engine import Engine, Stage
 
     run.require()
     engine = Engine(run, settings, backend, models)
     engine.check_here()  # even with nothing to do: never save a --device that cannot work
-    todo, table = plan_units(run, settings, force, backend)
+    todo, table = plan_units(run, settings, force, backend, only)
     result = table.result
     _report_placement(run, result)
     if not todo:

@@ -62,6 +62,6 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
         server.run()
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; give another --port") from None
-    if jobs.busy() and jobs.sink is not None:  # Ctrl-C: as the CLI, the unit in flight is finished
-        jobs.sink.cancel.set()
+    if jobs.busy():  # Ctrl-C: as the CLI, the unit in flight is finished
+        jobs.cancel.set()
         jobs.thread.join()

@@ -3,6 +3,7 @@
 Writes (a row edit, a job) take the folder's lock as the CLI does; a job runs on one worker thread,
 one at a time. Requests are refused before anything is touched when a value is wrong (400), the
 folder is held by a command (423), another job runs (409) or a row changed since it was read (409).
+A pick of a candidate is a write too (the library's pick, under the lock).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Jobs:
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.current: dict[str, Any] | None = None
-        self.sink: library.Sink | None = None
+        self.cancel = threading.Event()
         self.thread: threading.Thread | None = None
         self.stopping: Callable[[], bool] = lambda: False  # the server is shutting down: end event streams
 
@@ -59,18 +60,20 @@ class Jobs:
     def busy(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    def start(self, kind: str, settings: Any, names: list[str] | None) -> dict[str, Any]:
-        self.sink = library.Sink(self.emit)
+    def start(self, kind: str, settings: Any, names: list[str] | None, count: int | None = None) -> dict[str, Any]:
+        self.cancel = threading.Event()
+        reporter = library.PageReporter(self.emit, self.cancel)
         self.current = {"kind": kind, "names": names, "state": "running", "started": time.time()}
         self.emit({"type": "start", "kind": kind, "names": names})
-        self.thread = threading.Thread(target=self._work, args=(kind, settings, names, self.sink), daemon=True)
+        self.thread = threading.Thread(target=self._work, args=(kind, settings, names, reporter, count), daemon=True)
         self.thread.start()
         return self.current
 
-    def _work(self, kind: str, settings: Any, names: list[str] | None, sink: library.Sink) -> None:
+    def _work(self, kind: str, settings: Any, names: list[str] | None, reporter: library.PageReporter,
+              count: int | None) -> None:
         state, message = "done", ""
         try:
-            library.run_job(kind, self.run, settings, names, sink)
+            library.run_job(kind, self.run, settings, names, reporter, count)
         except library.Canceled:
             state, message = "canceled", "canceled; finished work is kept"
         except UserError as e:
@@ -162,9 +165,34 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
                                               data.get("negative_prompt"), data["version"])
         except library.RowChanged as e:
             return error(str(e), 409, changed=True)
+        except library.Busy as e:
+            return error(str(e), 409)
         except UserError as e:
             return error(str(e), 423 if "in use by" in str(e) else 400)
         return JSONResponse({"name": name, "version": version})
+
+    async def api_pick(request: Request) -> Response:
+        """Make a candidate of `generate --variants` the keyframe's dream (the library's pick)."""
+        name = request.path_params["name"]
+        data = await body(request)
+        if isinstance(data, JSONResponse):
+            return data
+        if not FRAME_NAME.fullmatch(name):
+            return error(f"{name[:80]!r} is not a keyframe name", 404)
+        unknown = set(data) - {"number"}
+        if unknown:
+            return error(f"unknown field(s) {', '.join(sorted(unknown))}; a pick sets number")
+        if (held := held_error()) is not None:
+            return held
+        if jobs.busy():
+            return error("a job is running on this folder; wait for it to finish (or cancel it), then pick", 409)
+        try:
+            await asyncio.to_thread(library.pick, run, name, data.get("number"), library.PageReporter(jobs.emit))
+        except library.Busy as e:
+            return error(str(e), 409)
+        except UserError as e:
+            return error(str(e), 423 if "in use by" in str(e) else 400)
+        return JSONResponse(await asyncio.to_thread(files.keyframe, run, name))
 
     async def api_file(request: Request) -> Response:
         try:
@@ -195,12 +223,20 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
         kind = data.get("kind")
         if kind not in library.JOBS:
             return error(f"unknown job {str(kind)[:40]!r}; the page runs {', '.join(library.JOBS)}")
-        unknown = set(data) - {"kind", "names", "settings", "replace_edits"}
+        unknown = set(data) - {"kind", "names", "settings", "replace_edits", "count"}
         if unknown:
             return error(f"unknown field(s) {', '.join(sorted(unknown))}")
+        count = data.get("count")
+        if kind == "variants":
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= library.MAX_PAGE_VARIANTS:
+                return error(f"count must be a number of candidates from 1 to {library.MAX_PAGE_VARIANTS}")
+            if data.get("names") is None:
+                return error("variants takes the names of the keyframes to paint candidates of")
+        elif count is not None:
+            return error(f"{kind} takes no count")
         names = data.get("names")
         if names is not None:
-            if kind not in ("repaint", "recaption"):
+            if kind not in ("repaint", "recaption", "variants"):
                 return error(f"{kind} runs on the whole folder; it takes no names")
             if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
                 return error("names must be a non-empty list of keyframe names")
@@ -223,15 +259,15 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
             if edited:
                 return error(f"{len(edited)} of these rows were edited by hand ({', '.join(edited[:5])}); "
                              "re-captioning replaces your words", 409, confirm=edited)
-        return JSONResponse(jobs.start(kind, settings, names), status_code=202)
+        return JSONResponse(jobs.start(kind, settings, names, count), status_code=202)
 
     async def api_cancel(request: Request) -> Response:
         data = await body(request)
         if isinstance(data, JSONResponse):
             return data
-        if not jobs.busy() or jobs.sink is None:
+        if not jobs.busy():
             return error("no job is running", 409)
-        jobs.sink.cancel.set()
+        jobs.cancel.set()
         jobs.emit({"type": "line", "text": "canceling: the unit in flight finishes first"})
         return JSONResponse({"canceling": True})
 
@@ -277,6 +313,7 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
         Route("/api/keyframes", api_keyframes),
         Route("/api/keyframes/{name}", api_keyframe, methods=["GET"]),
         Route("/api/keyframes/{name}", api_edit, methods=["PUT"]),
+        Route("/api/keyframes/{name}/pick", api_pick, methods=["POST"]),
         Route("/api/files/{path:path}", api_file),
         Route("/api/thumbs/{path:path}", api_thumb),
         Route("/api/waveform", api_waveform),

@@ -221,7 +221,10 @@ def keyframe(run: RunFolder, name: str) -> dict[str, Any]:
     text = None
     with contextlib.suppress(NotServed):
         text = read_parameters(own_file(run, f"dreams/{name}"))
-    return {**entry, "parameters_text": text, "parameters": parse_parameters(text) if text else {}}
+    from .library import candidates
+
+    return {**entry, "parameters_text": text, "parameters": parse_parameters(text) if text else {},
+            "candidates": candidates(run, name)}
 
 
 def chain(run: RunFolder) -> dict[str, Any] | None:

@@ -1,26 +1,28 @@
-"""Everything the review page asks of the library, in one module: progress capture, the lock, the
-row edit and the jobs. Written against today's library (tqdm bars, `say` lines, RunFolder.lock);
-when the engine's reporter, self-locking calls and edit_row land, only this module changes.
+"""Everything the review page asks of the library, in one module: progress, the lock, the row edit
+and the jobs, all through the library's own calls (video2dream.pipeline.do_*, edit_row).
 
-Jobs are the CLI's own calls (video2dream.pipeline.do_*); a repaint or re-caption of chosen rows
-runs the same stage functions on fewer units. Cancel is Ctrl-C at a unit's end: the job stops at
-the progress update that follows a finished (and written) unit, so nothing made is lost.
+Progress: a PageReporter (video2dream.report) passed to the do_* call turns the engine's events into
+the page's. Cancel is Ctrl-C at the reporter's unit-done seam: the engine reports a unit once it is
+committed (written into the run folder), and the reporter raises Canceled there, so the unit in
+flight finishes and nothing made is lost. The lock is the library calls' own; this module adds a
+lock of this process (one write of the page at a time: the library's lock is re-entrant within a
+process, so two of the page's threads would not exclude each other through it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
+from .. import report
 from ..errors import Interrupted, SettingError, UserError
 from ..runfolder import RunFolder
 from ..settings import Settings, resolve
 
-JOBS = ("repaint", "recaption", "inbetweens", "assemble")
+JOBS = ("repaint", "recaption", "inbetweens", "assemble", "variants")
+MAX_PAGE_VARIANTS = 8  # candidates per keyframe a page's click may ask for
 
 
 class RowChanged(UserError):
@@ -28,91 +30,65 @@ class RowChanged(UserError):
 
 
 class Canceled(Interrupted):
-    """The page's cancel: raised at the first progress update after the unit in flight is written."""
+    """The page's cancel: raised at the first unit-done report after the cancel (that unit is written)."""
 
 
-# -- progress capture ------------------------------------------------------------------------------
+class Busy(UserError):
+    """Another of the page's writes (a job, an edit, a pick) is in progress in this server."""
 
 
-@dataclass
-class Sink:
-    """Where one job's bars and lines go (the page's SSE stream reads `events`)."""
-    emit: Callable[[dict[str, Any]], None]
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
-_local = threading.local()
-
-
-class _Bar:
-    """A tqdm stand-in for a job's thread: each update is an event; a cancel stops it here."""
-
-    def __init__(self, sink: Sink, total: int | None = None, desc: str = "", unit: str = "it", **_: Any) -> None:
-        self.sink, self.total, self.desc, self.unit, self.n = sink, total or 0, desc, unit, 0
-        sink.emit({"type": "progress", "desc": desc, "n": 0, "total": self.total, "unit": unit})
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        self.sink.emit({"type": "progress", "desc": self.desc, "n": self.n, "total": self.total, "unit": self.unit})
-        if self.sink.cancel.is_set():
-            raise Canceled("canceled from the review page")
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-_installed = False
-
-
-def _install() -> None:
-    """Route progress_bar and say of every video2dream module through the job's sink (when the
-    calling thread has one; the CLI's behaviour otherwise)."""
-    global _installed
-    if _installed:
-        return
-    import importlib
-
-    from .. import progress
-
-    for name in ("pipeline", "stages.extract", "stages.interrogate", "stages.generate", "stages.morph",
-                 "stages.assemble", "telephone.chain"):
-        importlib.import_module(f"video2dream.{name}")
-    original_bar, original_say = progress.progress_bar, progress.say
-
-    def bar(**kwargs: Any) -> Any:
-        sink = getattr(_local, "sink", None)
-        return _Bar(sink, **kwargs) if sink else original_bar(**kwargs)
-
-    def say(message: str) -> None:
-        sink = getattr(_local, "sink", None)
-        if sink:
-            sink.emit({"type": "line", "text": message})
-        else:
-            original_say(message)
-
-    for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("video2dream."):
-            if getattr(module, "progress_bar", None) is original_bar:
-                module.progress_bar = bar
-            if getattr(module, "say", None) is original_say:
-                module.say = say
-    _installed = True
+_writing = threading.Lock()  # one write of the page at a time in this process
 
 
 @contextlib.contextmanager
-def reporting(sink: Sink) -> Iterator[None]:
-    _install()
-    _local.sink = sink
+def _one_write() -> Iterator[None]:
+    if not _writing.acquire(blocking=False):
+        raise Busy("a job is running on this folder; wait for it to finish (or cancel it), then try again")
     try:
         yield
     finally:
-        _local.sink = None
+        _writing.release()
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+class PageReporter(report.Reporter):
+    """The engine's events as the page's: {"type": "progress", desc, n, total, unit, name} per unit,
+    {"type": "line", text} per message. cancel: set by the page; the next unit done raises Canceled."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], cancel: threading.Event | None = None) -> None:
+        self.emit = emit
+        self.cancel = cancel or threading.Event()
+        self._lock = threading.Lock()  # a backend's worker threads may report too
+        self._stages: dict[str, dict[str, Any]] = {}
+
+    def say(self, message: str) -> None:
+        self.emit({"type": "line", "text": message})
+
+    def stage(self, stage: str, total: int, unit: str) -> None:
+        with self._lock:
+            self._stages[stage] = {"n": 0, "total": total, "unit": unit, "failed": 0}
+        self.emit({"type": "progress", "desc": stage, "n": 0, "total": total, "unit": unit})
+
+    def unit_done(self, stage: str, name: str) -> None:
+        with self._lock:
+            s = self._stages.setdefault(stage, {"n": 0, "total": 0, "unit": "it", "failed": 0})
+            s["n"] += 1
+            event = {"type": "progress", "desc": stage, "n": s["n"], "total": s["total"], "unit": s["unit"],
+                     "name": name}
+        self.emit(event)
+        if self.cancel.is_set():
+            raise Canceled("canceled from the review page")
+
+    def unit_failed(self, stage: str, name: str, error: str) -> None:
+        with self._lock:
+            self._stages.setdefault(stage, {"n": 0, "total": 0, "unit": "it", "failed": 0})["failed"] += 1
+
+    def finished(self, stage: str, done: int) -> None:
+        with self._lock:
+            failed = self._stages.get(stage, {}).get("failed", 0)
+        self.emit({"type": "finished", "desc": stage, "done": done, "not_made": failed})
 
 
 # -- the lock --------------------------------------------------------------------------------------
@@ -121,13 +97,6 @@ def reporting(sink: Sink) -> Iterator[None]:
 def lock_holder(run: RunFolder) -> dict[str, Any] | None:
     """Who holds the folder now (a CLI command, or this server's own job); None when free."""
     return run.lock_holder()
-
-
-@contextlib.contextmanager
-def locked(run: RunFolder) -> Iterator[None]:
-    """The CLI's lock; a clear one-line UserError when another command holds it."""
-    with run.lock():
-        yield
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -150,12 +119,17 @@ def row_version(row: dict[str, Any]) -> str:
 
 
 def read_rows(run: RunFolder) -> dict[str, dict[str, Any]]:
-    """prompts.csv's rows by filename, read as the stages read it (strict names, formula escapes)."""
+    """prompts.csv's rows by filename, read as the library's edit_row reads it (strict names,
+    formula escapes): a row's version is computed on the same cells."""
     from ..stages.interrogate import FIX
     from ..tables import read_csv
 
     df = read_csv(run.prompts_csv, ["filename", "prompt"], FIX)
     return {r["filename"]: r for r in df.to_dict("records")}
+
+
+def _row(run: RunFolder, filename: str) -> dict[str, Any] | None:
+    return read_rows(run).get(filename)
 
 
 def check_text(what: str, text: Any, *, required: bool) -> str:
@@ -173,33 +147,26 @@ def check_text(what: str, text: Any, *, required: bool) -> str:
 
 def edit_row(run: RunFolder, filename: str, prompt: str | None = None, negative_prompt: str | None = None,
              version: str | None = None) -> str:
-    """A hand edit of prompts.csv's row for filename, under the lock: the same file an editor would
-    leave (only those cells change), so `interrogate` keeps it and `status` shows it edited. version:
-    the row's version as the caller read it; a different one now raises RowChanged. The new version."""
-    from ..stages.interrogate import FIX
-    from ..tables import read_csv, write_csv
+    """The library's hand edit of prompts.csv's row (pipeline.edit_row), under the folder's lock,
+    with the page's check first: version is the row's version as the page read it; a different one
+    now (another tab, an editor, a command) raises RowChanged and nothing is written. The new version."""
+    from .. import pipeline
 
     if prompt is not None:
         prompt = check_text("the prompt", prompt, required=True)
     if negative_prompt is not None:
         negative_prompt = check_text("the negative prompt", negative_prompt, required=False)
-    with locked(run):
-        df = read_csv(run.prompts_csv, ["filename", "prompt"], FIX)
-        hits = df.index[df["filename"] == filename]
-        if not len(hits):
+    with _one_write(), pipeline.locked(run):  # the check and the write under one hold of the lock
+        row = _row(run, filename)
+        if row is None:
             raise UserError(f"{run.prompts_csv.name} has no row for {filename}; run `video2dream interrogate` first")
-        i = hits[0]
-        if version is not None and row_version(df.loc[i].to_dict()) != version:
+        if version is not None and row_version(row) != version:
             raise RowChanged(f"the row of {filename} was changed since this page read it (another tab, an editor "
                              "or a command); reload it, then make your edit again")
-        if negative_prompt is not None and "negative_prompt" not in df.columns:
-            df["negative_prompt"] = ""
-        if prompt is not None:
-            df.loc[i, "prompt"] = prompt
-        if negative_prompt is not None:
-            df.loc[i, "negative_prompt"] = negative_prompt
-        write_csv(run.prompts_csv, df)
-        return row_version(df.loc[i].to_dict())
+        pipeline.edit_row(run, filename, prompt, negative_prompt)
+        row = _row(run, filename)
+        assert row is not None
+        return row_version(row)
 
 
 # -- the jobs --------------------------------------------------------------------------------------
@@ -213,67 +180,57 @@ def edited_rows(run: RunFolder, names: list[str]) -> list[str]:
     return [n for n in names if n in rows and is_edited(rows[n])]
 
 
-def run_job(kind: str, run: RunFolder, settings: Settings, names: list[str] | None, sink: Sink) -> None:
-    """One job under the folder's lock, its progress into sink. names: the rows of a repaint or
-    re-caption (None: every stale one, as the CLI command does)."""
+def run_job(kind: str, run: RunFolder, settings: Settings, names: list[str] | None, reporter: report.Reporter,
+            count: int | None = None) -> None:
+    """One job: the CLI's own library call, which takes the folder's lock, reporting to reporter.
+    names: the rows of a repaint, re-caption or variants (None: every stale one, as the CLI command
+    does). A re-caption of chosen rows replaces their words (the page asked before a hand edit)."""
     from .. import pipeline
 
     if kind not in JOBS:
         raise UserError(f"unknown job {kind!r}; the page runs {', '.join(JOBS)}")
-    with reporting(sink), locked(run):
+    with _one_write():
         if kind == "repaint":
-            pipeline.do_generate(run, settings) if names is None else _repaint(run, settings, names)
+            pipeline.do_generate(run, settings, only=names, reporter=reporter)
         elif kind == "recaption":
-            pipeline.do_interrogate(run, settings) if names is None else _recaption(run, settings, names)
+            pipeline.do_interrogate(run, settings, force=names is not None, only=names, reporter=reporter)
         elif kind == "inbetweens":
-            pipeline.do_morph(run, settings)
+            pipeline.do_morph(run, settings, reporter=reporter)
+        elif kind == "variants":
+            rows = ",".join(str(int(n.split(".")[0])) for n in names) if names else None
+            pipeline.do_variants(run, settings, count or 4, rows, reporter=reporter)
         else:
-            pipeline.do_assemble(run, settings)
+            pipeline.do_assemble(run, settings, reporter=reporter)
 
 
-def _repaint(run: RunFolder, settings: Settings, names: list[str]) -> None:
-    """generate for these rows only: those whose dream is not current are painted."""
-    from ..models.devices import free_memory
-    from ..pipeline import _saver
-    from ..progress import say
-    from ..stages import generate as g
+def candidates(run: RunFolder, name: str) -> list[dict[str, Any]]:
+    """The frame's candidates in variants/ (of `generate --variants K`): number, file and seed."""
+    import re
 
-    jobs, size = g.plan(run, settings)
-    todo = [u for u in g.to_units(run, settings, jobs, size, False) if u.name in set(names)]
-    if not todo:
-        say(f"generate: the dreams of {', '.join(names[:5])} are up to date")
-        return
-    backend = settings.backend
-    runner = g.start_units(run, settings, todo, backend, None, _saver(run, settings), run.dreams_dir)
-    painted = []
-    with g.progress_bar(total=len(todo), desc="generate", unit="dream") as bar:
-        for name in g.commit_behind(run, runner.execute(run.root, todo, settings), g.commit):
-            painted.append(name)
-            bar.update(1)
-    free_memory()
-    say(f"generate: {len(painted)} dream(s) painted ({', '.join(painted[:5])}) -> {run.dreams_dir}")
+    from ..runfolder import is_regular
+    from ..stages.variants import candidate_seed, variants_dir
+
+    folder = variants_dir(run)
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    stem = name.rsplit(".", 1)[0]
+    out = []
+    for path in sorted(folder.glob(f"{stem}_*.png")):
+        m = re.fullmatch(re.escape(stem) + r"_([0-9]{2})\.png", path.name)
+        if m and is_regular(path):
+            out.append({"number": int(m.group(1)), "file": f"variants/{path.name}", "seed": candidate_seed(path)})
+    return out
 
 
-def _recaption(run: RunFolder, settings: Settings, names: list[str]) -> None:
-    """interrogate for these rows only (hand edits among them replaced: the page asked first)."""
-    from ..backends import backend_for
-    from ..models.devices import free_memory
-    from ..pipeline import _saver
-    from ..progress import say
-    from ..stages import interrogate as it
+def pick(run: RunFolder, name: str, number: Any, reporter: report.Reporter | None = None) -> None:
+    """The library's pick (pipeline.do_pick: the seed into the row, the picture into dreams/), under
+    the folder's lock; number is checked as the CLI's N is."""
+    from .. import pipeline
 
-    todo, table = it.plan_units(run, settings, True, settings.backend)
-    todo = [u for u in todo if u.name in set(names)]
-    runner = backend_for(settings.backend, None)
-    runner.before(run.root, todo, settings)
-    runner.load("caption", settings)
-    _saver(run, settings)()
-    with it.progress_bar(total=len(todo), desc=f"interrogate ({settings.interrogate.mode})", unit="frame") as bar:
-        for done in runner.execute(run.root, todo, settings, wanted=table.wanted):
-            it.commit(run, table, done)
-            bar.update(len(done))
-    free_memory()
-    say(f"interrogate: {len(table.result.done)} row(s) written -> {run.prompts_csv}")
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 99:
+        raise UserError("number must be a candidate's number, counted from 1 (1 to 99)")
+    with _one_write():
+        pipeline.do_pick(run, settings_for(run), name, number, reporter=reporter or report.Reporter())
 
 
 def status(run: RunFolder) -> dict[str, Any]:

@@ -91,6 +91,29 @@ async function select(i, scroll = true) {
   $("negative").value = d.negative_prompt;
   $("params").textContent = d.parameters_text || "(no dream yet)";
   $("save-msg").textContent = "";
+  showCandidates(d);
+}
+
+function showCandidates(d) {  // the frame's candidates of `generate --variants K`, each picked with a click
+  const box = $("candidates");
+  box.innerHTML = "";
+  $("cand-title").textContent = d.candidates.length ? `${d.candidates.length} candidate(s)` : "no candidates";
+  for (const c of d.candidates) {
+    const fig = document.createElement("figure");
+    fig.className = "candidate";
+    fig.innerHTML = `<img src="/api/thumbs/${c.file}?t=${stamp}" alt=""><figcaption>${c.number}: seed ` +
+      `${c.seed ?? "?"} <button class="pick" data-number="${c.number}">pick</button></figcaption>`;
+    fig.querySelector("button").onclick = () => pick(d.name, c.number);
+    box.appendChild(fig);
+  }
+}
+
+async function pick(name, number) {
+  const r = await post(`/api/keyframes/${name}/pick`, { number });
+  const msg = $("pick-msg");
+  msg.className = r.ok ? "ok" : "err";
+  msg.textContent = r.ok ? `picked ${number}` : r.data.error;
+  if (r.ok) { stamp = Date.now(); await refresh(); msg.textContent = `picked ${number}`; }
 }
 
 async function save() {
@@ -103,13 +126,14 @@ async function save() {
   if (r.ok) { k.version = r.data.version; await refresh(); msg.textContent = "saved"; }
 }
 
-async function startJob(kind, names, replace = false) {
+async function startJob(kind, names, replace = false, count = null) {
   const body = { kind };
   if (names) body.names = names;
+  if (count) body.count = count;
   if (replace) body.replace_edits = true;
   const r = await post("/api/jobs", body);
   if (r.status === 409 && r.data.confirm) {
-    if (confirm(r.data.error + ". Replace them?")) return startJob(kind, names, true);
+    if (confirm(r.data.error + ". Replace them?")) return startJob(kind, names, true, count);
     return;
   }
   if (!r.ok) { $("job-state").className = "err"; $("job-state").textContent = r.data.error; return; }
@@ -207,6 +231,8 @@ $("save").onclick = save;
 $("repaint-selected").onclick = () => selected >= 0 && startJob("repaint", [keyframes[selected].name]);
 $("repaint-stale").onclick = () => startJob("repaint");
 $("recaption").onclick = () => selected >= 0 && startJob("recaption", [keyframes[selected].name]);
+$("paint-variants").onclick = () => selected >= 0 &&
+  startJob("variants", [keyframes[selected].name], false, 4);
 $("inbetweens").onclick = () => startJob("inbetweens");
 $("assemble").onclick = () => startJob("assemble");
 $("cancel").onclick = () => post("/api/jobs/cancel", {});
