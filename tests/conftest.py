@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,21 @@ def copy_run(src: Path, dest: Path):
 
     shutil.copytree(src, dest, symlinks=True)
     return RunFolder(dest)
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (kind, data), for tests that damage one on purpose."""
+    out, pos = [], 8
+    while pos < len(data):
+        n, kind = struct.unpack_from(">I4s", data, pos)
+        out.append((kind, data[pos + 8:pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def png_from_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """PNG bytes with every chunk's CRC right, whatever its data."""
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, data in chunks:
+        out += struct.pack(">I4s", len(data), kind) + data + struct.pack(">I", zlib.crc32(kind + data))
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, make_clip, one_line_error, run_ffmpeg, snapshot
+from conftest import cli, make_clip, one_line_error, png_chunks, png_from_chunks, run_ffmpeg, snapshot
 from PIL import Image
 
 from video2dream import media
@@ -102,32 +102,17 @@ def test_odd_names_reach_ffmpeg_as_those_files(
 # -- 2. broken pictures never drop out silently -----------------------------------------------------
 
 
-def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    pos, out = 8, []
-    while pos < len(data):
-        n, kind = struct.unpack_from(">I4s", data, pos)
-        out.append((kind, data[pos + 8:pos + 8 + n]))
-        pos += 12 + n
-    return out
-
-
-def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    """PNG bytes with every chunk's CRC right, whatever its data."""
-    out = b"\x89PNG\r\n\x1a\n"
-    for kind, data in chunks:
-        out += struct.pack(">I4s", len(data), kind) + data + struct.pack(">I", zlib.crc32(kind + data))
-    return out
 
 
 def _with_idat(png: Path, idat: bytes) -> None:
-    chunks = _chunks(png.read_bytes())
+    chunks = png_chunks(png.read_bytes())
     first = next(i for i, (k, _) in enumerate(chunks) if k == b"IDAT")
     kept = [c for c in chunks if c[0] != b"IDAT"]
-    png.write_bytes(_png(kept[:first] + [(b"IDAT", idat)] + kept[first:]))
+    png.write_bytes(png_from_chunks(kept[:first] + [(b"IDAT", idat)] + kept[first:]))
 
 
 def _raw(png: Path) -> bytes:
-    return zlib.decompress(b"".join(d for k, d in _chunks(png.read_bytes()) if k == b"IDAT"))
+    return zlib.decompress(b"".join(d for k, d in png_chunks(png.read_bytes()) if k == b"IDAT"))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "short", "long", "unfinished"])
@@ -151,12 +136,12 @@ def test_an_interlaced_png_decodes(tmp_path: Path) -> None:
     raw = b"".join(b"\0" + pixels[y, x::dx].tobytes() for x, y0, dx, dy in passes for y in range(y0, h, dy)
                    if x < w)
     png = tmp_path / "i.png"
-    png.write_bytes(_png([(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)),
+    png.write_bytes(png_from_chunks([(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)),
                           (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]))
     with Image.open(png) as im:
         assert np.array_equal(np.array(im), pixels)  # the file is right
     assert png_decodes(png)
-    png.write_bytes(_png([(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)),  # not interlaced: too few
+    png.write_bytes(png_from_chunks([(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)),  # not interlaced: too few
                           (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]))
     assert not png_decodes(png)
 

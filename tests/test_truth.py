@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import cli, make_clip, one_line_error, snapshot
+from conftest import cli, make_clip, one_line_error, png_chunks, png_from_chunks, snapshot
 from PIL import Image
 
 from video2dream.pngmeta import png_decodes, png_intact
@@ -24,30 +24,16 @@ def err_of(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err
 
 
-def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 8
-    while pos < len(data):
-        n, kind = struct.unpack_from(">I4s", data, pos)
-        out.append((kind, data[pos + 8:pos + 8 + n]))
-        pos += 12 + n
-    return out
-
-
-def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    out = b"\x89PNG\r\n\x1a\n"
-    for kind, data in chunks:
-        out += struct.pack(">I4s", len(data), kind) + data + struct.pack(">I", zlib.crc32(kind + data))
-    return out
 
 
 def bad_filter_byte(png: Path, row: int) -> None:
     """Give one row of png the filter type 7 (there are 0-4), every checksum and size still right."""
-    chunks = _chunks(png.read_bytes())
+    chunks = png_chunks(png.read_bytes())
     width, height = struct.unpack(">II", chunks[0][1][:8])
     raw = bytearray(zlib.decompress(b"".join(d for k, d in chunks if k == b"IDAT")))
     raw[row * (len(raw) // height)] = 7
     kept = [c for c in chunks if c[0] != b"IDAT"]
-    png.write_bytes(_png([kept[0], (b"IDAT", zlib.compress(bytes(raw))), *kept[1:]]))
+    png.write_bytes(png_from_chunks([kept[0], (b"IDAT", zlib.compress(bytes(raw))), *kept[1:]]))
 
 
 # -- a dream that does not decode ------------------------------------------------------------------
