@@ -61,7 +61,8 @@ async function loadKeyframes() {
     tile.onclick = () => { select(i); seek(i); };
     strip.appendChild(tile);
   });
-  if (selected >= 0 && selected < keyframes.length) select(selected, false);
+  // awaited: a caller's message ("saved", "picked 2") is written after the panel is filled again
+  if (selected >= 0 && selected < keyframes.length) await select(selected, false);
 }
 
 function seek(i) {
@@ -91,6 +92,7 @@ async function select(i, scroll = true) {
   $("negative").value = d.negative_prompt;
   $("params").textContent = d.parameters_text || "(no dream yet)";
   $("save-msg").textContent = "";
+  $("pick-msg").textContent = "";
   showCandidates(d);
 }
 
