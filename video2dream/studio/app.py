@@ -114,6 +114,26 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
             return error("the request body is not valid JSON")
         return data if isinstance(data, dict) else error("the request body must be a JSON object")
 
+    async def keyframe_write(request: Request, name: str, fields: set[str], sets: str,
+                             verb: str) -> dict[str, Any] | JSONResponse:
+        """The checks every write to one keyframe makes first: a JSON object of known fields, a keyframe
+        name, the folder not held by a command, no job of the page's running; the data, or the refusal."""
+        data = await body(request)
+        if isinstance(data, JSONResponse):
+            return data
+        if not FRAME_NAME.fullmatch(name):
+            return error(f"{name[:80]!r} is not a keyframe name", 404)
+        unknown = set(data) - fields
+        if unknown:
+            return error(f"unknown field(s) {', '.join(sorted(unknown))}; {sets}")
+        if "version" in fields and "version" not in data:
+            return error("give the row's version as read (\"version\"), so that no other edit is overwritten")
+        if (held := held_error()) is not None:
+            return held
+        if jobs.busy():
+            return error(f"a job is running on this folder; wait for it to finish (or cancel it), then {verb}", 409)
+        return data
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -146,20 +166,10 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
 
     async def api_edit(request: Request) -> Response:
         name = request.path_params["name"]
-        data = await body(request)
+        data = await keyframe_write(request, name, {"prompt", "negative_prompt", "version"},
+                                    "a row edit sets prompt and negative_prompt", "save")
         if isinstance(data, JSONResponse):
             return data
-        if not FRAME_NAME.fullmatch(name):
-            return error(f"{name[:80]!r} is not a keyframe name", 404)
-        unknown = set(data) - {"prompt", "negative_prompt", "version"}
-        if unknown:
-            return error(f"unknown field(s) {', '.join(sorted(unknown))}; a row edit sets prompt and negative_prompt")
-        if "version" not in data:
-            return error("give the row's version as read (\"version\"), so that no other edit is overwritten")
-        if (held := held_error()) is not None:
-            return held
-        if jobs.busy():
-            return error("a job is running on this folder; wait for it to finish (or cancel it), then save", 409)
         try:
             version = await asyncio.to_thread(library.edit_row, run, name, data.get("prompt"),
                                               data.get("negative_prompt"), data["version"])
@@ -174,18 +184,9 @@ def create_app(run_dir: str | Path, token: str | None = None, loopback: bool = T
     async def api_pick(request: Request) -> Response:
         """Make a candidate of `generate --variants` the keyframe's dream (the library's pick)."""
         name = request.path_params["name"]
-        data = await body(request)
+        data = await keyframe_write(request, name, {"number"}, "a pick sets number", "pick")
         if isinstance(data, JSONResponse):
             return data
-        if not FRAME_NAME.fullmatch(name):
-            return error(f"{name[:80]!r} is not a keyframe name", 404)
-        unknown = set(data) - {"number"}
-        if unknown:
-            return error(f"unknown field(s) {', '.join(sorted(unknown))}; a pick sets number")
-        if (held := held_error()) is not None:
-            return held
-        if jobs.busy():
-            return error("a job is running on this folder; wait for it to finish (or cancel it), then pick", 409)
         try:
             await asyncio.to_thread(library.pick, run, name, data.get("number"), library.PageReporter(jobs.emit))
         except library.Busy as e:
